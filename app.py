@@ -1,0 +1,188 @@
+"""Roster's application factory: configuration, the store, the SCIM API and the operator CLI.
+
+``waitress-serve --call app:create_app`` serves it; ``flask --app app <command>`` runs operator
+commands against the same data folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import time
+from contextlib import suppress
+from typing import Any
+
+import click
+from flask import Flask, Response, g, request
+from flask.cli import AppGroup
+
+import auth
+import scim
+from store import NotFoundError, Store, UniquenessError
+
+SECRET_KEY_FILE = "secret_key"
+DEFAULT_DIRECTORY = "Default"
+CLI_ACTOR = "cli"
+
+request_log = logging.getLogger("roster.requests")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then environment, then the test config (Flask's tutorial order)."""
+    app = Flask(__name__)
+    app.config.from_mapping(
+        DATA_DIR=os.environ.get("ROSTER_DATA_DIR", os.path.join(os.getcwd(), "data")),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+    os.makedirs(app.config["DATA_DIR"], exist_ok=True)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ.get("ROSTER_SECRET_KEY") or load_or_create_secret_key(
+            app.config["DATA_DIR"]
+        )
+
+    store = Store(app.config["DATA_DIR"])
+    app.extensions["roster.store"] = store
+    ensure_default_directory(store)
+
+    configure_request_log(app)
+    scim.init_app(app)
+    app.cli.add_command(key_cli)
+    app.cli.add_command(directory_cli)
+    return app
+
+
+def load_or_create_secret_key(data_dir: str) -> str:
+    """The session-signing key: generated once, kept in the data folder readable by us alone."""
+    path = os.path.join(data_dir, SECRET_KEY_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
+def ensure_default_directory(store: Store) -> None:
+    """A fresh store gets the "Default" directory, so a first key has somewhere to live."""
+    if store.list_directories():
+        return
+    with suppress(UniquenessError):  # another process created it first
+        store.create_directory(DEFAULT_DIRECTORY, "Created on first start")
+
+
+def configure_request_log(app: Flask) -> None:
+    """One line per request on stderr: time, method, path, status, ms, key. No tokens or bodies."""
+    if not request_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        request_log.addHandler(handler)
+        request_log.setLevel(logging.INFO)
+        request_log.propagate = False
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+        key = g.get("key")
+        request_log.info(
+            "%s %s %s %.1fms key=%s",
+            request.method,
+            request.full_path.rstrip("?"),
+            response.status_code,
+            elapsed_ms,
+            key["name"] if key else "-",
+        )
+        return response
+
+
+# -- operator CLI -------------------------------------------------------------------------------
+
+key_cli = AppGroup("key", help="Directory keys: the bearer tokens Entra ID provisions with.")
+directory_cli = AppGroup("directory", help="Directories.")
+
+
+def cli_store() -> Store:
+    from flask import current_app
+
+    return current_app.extensions["roster.store"]
+
+
+def directory_named(store: Store, name: str) -> dict:
+    directory = store.find_directory_by_name(name)
+    if directory is None:
+        raise click.ClickException(
+            f'no directory named "{name}" (see: flask --app app directory list)'
+        )
+    return directory
+
+
+@key_cli.command("create")
+@click.option("--directory", "directory_name", required=True, help="Directory name.")
+@click.option("--name", required=True, help='Key name, e.g. "Microsoft integration key".')
+def create_key_command(directory_name: str, name: str) -> None:
+    """Create a key and print its access token (shown this once only)."""
+    store = cli_store()
+    directory = directory_named(store, name=directory_name)
+    key, token = auth.create_directory_key(store, directory["id"], name, CLI_ACTOR)
+    click.echo(f"Key {key['id']} ({name}) created in directory {directory['name']}.")
+    click.echo("Access token (shown once; paste it into Entra ID as the Secret Token):")
+    click.echo(token)
+
+
+@key_cli.command("list")
+@click.option("--directory", "directory_name", default=None, help="Only this directory.")
+def list_keys_command(directory_name: str | None) -> None:
+    """List keys: id, directory, name, created, last used."""
+    store = cli_store()
+    directory_id = directory_named(store, directory_name)["id"] if directory_name else None
+    names = {d["id"]: d["name"] for d in store.list_directories()}
+    for key in store.list_keys(directory_id):
+        click.echo(
+            f"{key['id']}  {names.get(key['directory_id'], '?')}  {key['name']}  "
+            f"created {key['created']}  last used {key['last_used'] or 'never'}"
+        )
+
+
+@key_cli.command("delete")
+@click.argument("key_id")
+def delete_key_command(key_id: str) -> None:
+    """Delete a key: its token stops working at once."""
+    try:
+        cli_store().delete_key(key_id, CLI_ACTOR)
+    except NotFoundError:
+        raise click.ClickException(f"no key with id {key_id}") from None
+    click.echo(f"Key {key_id} deleted.")
+
+
+@directory_cli.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="Up to 250 characters.")
+def create_directory_command(name: str, description: str) -> None:
+    """Create a directory."""
+    if not 1 <= len(name) <= 100 or len(description) > 250:
+        raise click.ClickException("name must be 1-100 characters, description at most 250")
+    try:
+        directory = cli_store().create_directory(name, description)
+    except UniquenessError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Directory {directory['name']} created ({directory['id']}).")
+
+
+@directory_cli.command("list")
+def list_directories_command() -> None:
+    """List directories with their user counts."""
+    store = cli_store()
+    for directory in store.list_directories():
+        users = store.count_users(directory["id"])
+        click.echo(f"{directory['id']}  {directory['name']}  {users} users")

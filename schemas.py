@@ -1,0 +1,323 @@
+"""SCIM resource rules: the published schema definitions, marshmallow schemas, the mapping table.
+
+One place for each rule: what a User may hold (RFC 7643 §4.1 and §4.3, narrowed by the hosted
+product's field limits in ``hosted-product-api.swagger.json``), which of its attributes the
+Microsoft Entra ID mapping table fills, and how loosely-typed input (Entra's ``"True"`` strings,
+attribute names in any case, ``null`` for absent) becomes one canonical form. POST, PUT and the
+result of a PATCH all pass through :func:`load_user` before they are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
+
+from scimlang import ResourceSchema, ScimError
+
+CORE_USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
+CORE_GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE_USER_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
+PATCH_OP_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+with open(os.path.join(os.path.dirname(__file__), "scim_schemas.json"), encoding="utf-8") as _f:
+    SCHEMA_DEFINITIONS: dict[str, dict] = {s["id"]: s for s in json.load(_f)}
+
+# The attributes Roster serves for users: RFC 7643 §4.1 core plus the §4.3 enterprise extension.
+USER_RESOURCE = ResourceSchema(
+    SCHEMA_DEFINITIONS[CORE_USER_URN], [SCHEMA_DEFINITIONS[ENTERPRISE_USER_URN]]
+)
+
+# The Microsoft Entra ID attribute mapping table from the hosted product's "Integrate with
+# Microsoft" page: Entra source attribute -> the SCIM path Roster stores it under. Every row is
+# stored, returned and searchable; the first two are mandatory.
+MAPPING_TABLE: list[tuple[str, str, str, bool]] = [
+    ("User Name", "userPrincipalName", "userName", True),
+    ("Display name", "displayName", "displayName", True),
+    ("Given name", "givenName", "name.givenName", False),
+    ("Last name", "surname", "name.familyName", False),
+    ("Mail", "mail", 'emails[type eq "work"].value', False),
+    ("Office phone", "telephoneNumber", 'phoneNumbers[type eq "work"].value', False),
+    ("Mobile Phone", "mobile", 'phoneNumbers[type eq "mobile"].value', False),
+    ("Street address", "streetAddress", 'addresses[type eq "work"].streetAddress', False),
+    ("City", "city", 'addresses[type eq "work"].locality', False),
+    ("State or province", "state", 'addresses[type eq "work"].region', False),
+    ("ZIP or postal Code", "postalCode", 'addresses[type eq "work"].postalCode', False),
+    ("Country or region", "country", 'addresses[type eq "work"].country', False),
+    ("Preferred language", "preferredLanguage", "preferredLanguage", False),
+    ("Employee number", "employeeNumber", f"{ENTERPRISE_USER_URN}:employeeNumber", False),
+    ("Cost center", "costCenter", f"{ENTERPRISE_USER_URN}:costCenter", False),
+    ("Job title", "jobTitle", "title", False),
+    ("Department", "department", f"{ENTERPRISE_USER_URN}:department", False),
+    ("Manager", "manager", f"{ENTERPRISE_USER_URN}:manager", False),
+    ("Object ID", "objectId", "externalId", False),
+]
+
+EMAIL_PATTERN = r"^.+@.+\..+$"
+
+
+def _text(maximum: int, *rules: validate.Validator) -> fields.String:
+    return fields.String(validate=[validate.Length(max=maximum), *rules])
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class NameSchema(_Strict):
+    formatted = _text(300)
+    familyName = _text(200)
+    givenName = _text(200)
+    middleName = _text(200)
+    honorificPrefix = _text(50)
+    honorificSuffix = _text(50)
+
+
+class _MultiValue(_Strict):
+    """Common sub-attributes of RFC 7643 §2.4 multi-valued attributes."""
+
+    type = _text(50)
+    primary = fields.Boolean()
+    display = _text(200)
+
+
+class EmailSchema(_MultiValue):
+    value = _text(200, validate.Regexp(EMAIL_PATTERN, error="not an email address"))
+
+
+class PhoneNumberSchema(_MultiValue):
+    value = _text(45)
+
+
+class AddressSchema(_MultiValue):
+    formatted = _text(300)
+    streetAddress = _text(200)
+    locality = _text(200)
+    region = _text(200)
+    postalCode = _text(45)
+    country = _text(150)
+
+
+class ValueSchema(_MultiValue):
+    value = _text(1024)
+
+
+class GroupRefSchema(_Strict):
+    value = fields.String()
+    ref = fields.String(data_key="$ref")
+    display = fields.String()
+    type = fields.String()
+
+
+class ManagerSchema(_Strict):
+    value = fields.String()
+    ref = fields.String(data_key="$ref")
+    displayName = fields.String()
+
+
+class EnterpriseUserSchema(_Strict):
+    employeeNumber = _text(200)
+    costCenter = _text(200)
+    organization = _text(100)
+    division = _text(200)
+    department = _text(200)
+    manager = fields.Nested(ManagerSchema)
+
+
+def _many(schema: type[Schema]) -> fields.List:
+    return fields.List(fields.Nested(schema))
+
+
+class UserSchema(_Strict):
+    """RFC 7643 §4.1 User with the §4.3 enterprise extension, as Roster stores it."""
+
+    schemas = fields.List(fields.String(), required=True)
+    externalId = _text(200)
+    userName = fields.String(required=True, validate=validate.Length(min=1, max=150))
+    name = fields.Nested(NameSchema)
+    displayName = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    nickName = _text(200)
+    profileUrl = _text(1024)
+    title = _text(200)
+    userType = _text(100)
+    preferredLanguage = _text(50)
+    locale = _text(50)
+    timezone = _text(100)
+    active = fields.Boolean()
+    emails = _many(EmailSchema)
+    phoneNumbers = _many(PhoneNumberSchema)
+    ims = _many(ValueSchema)
+    photos = _many(ValueSchema)
+    addresses = _many(AddressSchema)
+    entitlements = _many(ValueSchema)
+    roles = _many(ValueSchema)
+    x509Certificates = _many(ValueSchema)
+    enterprise = fields.Nested(EnterpriseUserSchema, data_key=ENTERPRISE_USER_URN)
+
+    @pre_load
+    def canonicalise(self, data: Any, **kwargs: Any) -> Any:
+        """Entra's input, made canonical before validation.
+
+        Attribute names and schema URNs are case-insensitive (RFC 7643 §2.1), JSON null means
+        absent, ``""`` means "clear this attribute", and read-only attributes a client sends back
+        (id, meta, groups) are ignored rather than refused (RFC 7644 §3.5.1).
+        """
+        if not isinstance(data, dict):
+            raise ValidationError("a User must be a JSON object", "_schema")
+        canonical = canonical_attributes(data)
+        return prune_empty(canonical)
+
+    @validates_schema
+    def one_entry_per_type(self, data: dict, **kwargs: Any) -> None:
+        """The hosted product keeps one entry per ``type`` in each multi-valued attribute."""
+        for attribute in ("emails", "phoneNumbers", "addresses", "ims", "photos"):
+            seen: set[str] = set()
+            entries = data.get(attribute, [])
+            for entry in entries:
+                kind = (entry.get("type") or "").casefold()
+                if kind in seen:
+                    raise ValidationError(f'more than one entry of type "{kind}"', attribute)
+                seen.add(kind)
+            if sum(1 for entry in entries if entry.get("primary")) > 1:
+                raise ValidationError("at most one entry may be primary", attribute)
+
+    @validates_schema
+    def lists_core_schema(self, data: dict, **kwargs: Any) -> None:
+        if CORE_USER_URN not in data.get("schemas", []):
+            raise ValidationError(f"must list {CORE_USER_URN}", "schemas")
+
+
+_USER_SCHEMA = UserSchema()
+_READ_ONLY = {"id", "meta", "groups"}
+
+
+def _attributes_by_name(attributes: list[dict]) -> dict[str, dict]:
+    return {a["name"].casefold(): a for a in attributes}
+
+
+# externalId is common to all resources (RFC 7643 §3.1) and so not in the User schema itself.
+_EXTERNAL_ID = {"name": "externalId", "type": "string", "multiValued": False}
+_USER_CORE = _attributes_by_name([*SCHEMA_DEFINITIONS[CORE_USER_URN]["attributes"], _EXTERNAL_ID])
+_USER_EXTENSIONS = {
+    ENTERPRISE_USER_URN.casefold(): (
+        ENTERPRISE_USER_URN,
+        _attributes_by_name(SCHEMA_DEFINITIONS[ENTERPRISE_USER_URN]["attributes"]),
+    )
+}
+
+
+def canonical_attributes(data: dict) -> dict:
+    """Rename a User's keys to the schema's spelling; drop keys the schema does not know.
+
+    Unknown attributes are ignored, never stored (RFC 7644 §3.3 lets a service provider ignore
+    what it does not support). Schema URNs are matched case-insensitively too.
+    """
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        lowered = key.casefold()
+        if lowered == "schemas":
+            result["schemas"] = _canonical_urns(value)
+        elif lowered in _USER_EXTENSIONS:
+            urn, attributes = _USER_EXTENSIONS[lowered]
+            if isinstance(value, dict):
+                result[urn] = _canonical_complex(value, attributes)
+        elif lowered in _USER_CORE and _USER_CORE[lowered]["name"] not in _READ_ONLY:
+            definition = _USER_CORE[lowered]
+            result[definition["name"]] = _canonical_value(value, definition)
+    return result
+
+
+def _canonical_urns(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    known = {
+        CORE_USER_URN.casefold(): CORE_USER_URN,
+        **{k: v[0] for k, v in _USER_EXTENSIONS.items()},
+    }
+    return [known.get(u.casefold(), u) if isinstance(u, str) else u for u in value]
+
+
+def _canonical_value(value: Any, definition: dict) -> Any:
+    sub_attributes = {s["name"].casefold(): s for s in definition.get("subAttributes", [])}
+    if not sub_attributes:
+        return value
+    if definition.get("multiValued") and isinstance(value, list):
+        return [_canonical_complex(v, sub_attributes) if isinstance(v, dict) else v for v in value]
+    if isinstance(value, dict):
+        return _canonical_complex(value, sub_attributes)
+    return value
+
+
+def _canonical_complex(value: dict, attributes: dict[str, dict]) -> dict:
+    result = {}
+    for key, item in value.items():
+        definition = attributes.get(key.casefold())
+        if definition is not None:
+            result[definition["name"]] = _canonical_value(item, definition)
+    return result
+
+
+def prune_empty(value: Any) -> Any:
+    """Drop null, ``""``, ``[]`` and ``{}`` at every depth: absent and cleared look the same."""
+    if isinstance(value, dict):
+        pruned = {k: prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if not _is_empty(v)}
+    if isinstance(value, list):
+        pruned_list = [prune_empty(v) for v in value]
+        return [v for v in pruned_list if not _is_empty(v)]
+    return value
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def load_user(data: Any) -> dict:
+    """Validate a User body into its canonical stored form, or raise a SCIM 400 invalidValue.
+
+    The ``schemas`` list is rebuilt to name exactly the schemas the resource uses (RFC 7643 §3).
+    """
+    try:
+        loaded = _USER_SCHEMA.load(data)
+    except ValidationError as error:
+        raise ScimError(400, describe_validation_error(error.messages), "invalidValue") from None
+    user = prune_empty(_USER_SCHEMA.dump(loaded))
+    user["schemas"] = [CORE_USER_URN] + (
+        [ENTERPRISE_USER_URN] if ENTERPRISE_USER_URN in user else []
+    )
+    return user
+
+
+def describe_validation_error(messages: Any, prefix: str = "") -> str:
+    """Flatten marshmallow's nested messages into one line that names each field and rule."""
+    if isinstance(messages, dict):
+        parts = []
+        for key, inner in messages.items():
+            name = prefix if key == "_schema" else _join_path(prefix, key)
+            parts.append(describe_validation_error(inner, name))
+        return "; ".join(parts)
+    if isinstance(messages, list):
+        texts = [
+            m if isinstance(m, str) else describe_validation_error(m, prefix) for m in messages
+        ]
+        return f"{prefix}: {' '.join(texts)}" if prefix else " ".join(texts)
+    return f"{prefix}: {messages}" if prefix else str(messages)
+
+
+def _join_path(prefix: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)

@@ -1,0 +1,449 @@
+"""The SCIM 2.0 API at ``/v2`` (RFC 7643/7644), as Microsoft Entra ID provisioning uses it.
+
+Every request carries a directory key; the key's directory is the whole world the request can see
+(another directory's user answers 404). Errors of any kind leave as SCIM error bodies
+(RFC 7644 §3.12), never as HTML pages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+import auth
+from schemas import (
+    CORE_USER_URN,
+    ENTERPRISE_USER_URN,
+    ERROR_URN,
+    LIST_RESPONSE_URN,
+    PATCH_OP_URN,
+    SCHEMA_DEFINITIONS,
+    USER_RESOURCE,
+    load_user,
+)
+from scimlang import ScimError, apply_patch, compile_filter, equality_terms, project, sort_key
+from store import NotFoundError, Store, UniquenessError
+
+bp = Blueprint("scim", __name__, url_prefix="/v2")
+
+SCIM_MEDIA_TYPE = "application/scim+json"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+ENDPOINT_NAMES = ("Users", "Groups", "Schemas", "ResourceTypes", "ServiceProviderConfig", "Bulk")
+RESOURCE_TYPES = {
+    "User": {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "id": "User",
+        "name": "User",
+        "endpoint": "/Users",
+        "description": "User Account",
+        "schema": CORE_USER_URN,
+        "schemaExtensions": [{"schema": ENTERPRISE_USER_URN, "required": False}],
+    }
+}
+PUBLISHED_SCHEMAS = (CORE_USER_URN, ENTERPRISE_USER_URN)
+
+
+class CanonicalScimPaths:
+    """WSGI middleware: ``/v2/users`` and ``/v2/USERS/`` reach the ``/v2/Users`` endpoint.
+
+    SCIM clients disagree on the case of endpoint names; RFC 7644 §3.2 names them, and matching
+    them case-insensitively costs one regex before routing.
+    """
+
+    _pattern = re.compile(r"^/v2/(" + "|".join(ENDPOINT_NAMES) + r")(?=/|$)", re.IGNORECASE)
+    _canonical = {name.casefold(): name for name in ENDPOINT_NAMES}
+
+    def __init__(self, wsgi_app: Callable) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        path = environ.get("PATH_INFO", "")
+        match = self._pattern.match(path)
+        if match:
+            name = self._canonical[match.group(1).casefold()]
+            environ["PATH_INFO"] = f"/v2/{name}{path[match.end() :]}"
+        return self.wsgi_app(environ, start_response)
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+
+
+def store() -> Store:
+    return current_app.extensions["roster.store"]
+
+
+def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    response = Response(json.dumps(body), status=status, mimetype=SCIM_MEDIA_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(status: int, detail: str, scim_type: str | None = None, headers=None):
+    body: dict[str, Any] = {"schemas": [ERROR_URN], "status": str(status), "detail": detail}
+    if scim_type:
+        body["scimType"] = scim_type
+    return scim_response(body, status, headers)
+
+
+def handle_scim_error(error: ScimError) -> Response:
+    return error_response(error.status, error.detail, error.scim_type)
+
+
+def handle_http_error(error: HTTPException) -> Response:
+    """Routing and protocol errors (404, 405, 413, ...) under /v2 become SCIM error bodies."""
+    if not request.path.startswith("/v2"):
+        return error
+    headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"}
+    detail = error.description or error.name
+    if error.code == 413:
+        detail = f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    return error_response(error.code or 500, detail, None, headers)
+
+
+def handle_unexpected_error(error: Exception) -> Response:
+    """A bug must still answer in SCIM, and the log gets the traceback (never the body)."""
+    if isinstance(error, HTTPException):
+        return handle_http_error(error)
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    if not request.path.startswith("/v2"):
+        raise error
+    return error_response(500, "internal server error")
+
+
+@bp.before_request
+def require_directory_key() -> Response | None:
+    """Every SCIM request needs a valid directory key (RFC 6750 bearer token)."""
+    key = auth.verify_directory_key(store(), request.headers.get("Authorization"))
+    if key is None:
+        return error_response(
+            401,
+            "a valid directory key is required: Authorization: Bearer <access token>",
+            headers={"WWW-Authenticate": 'Bearer realm="Roster SCIM"'},
+        )
+    g.key = key
+    g.actor = f"key:{key['name']}"
+    g.directory_id = key["directory_id"]
+    store().touch_key(key["id"])
+    return None
+
+
+def request_json() -> Any:
+    """The request body as JSON; SCIM and plain JSON media types, with or without charset."""
+    mimetype = request.mimetype
+    if mimetype and mimetype not in (SCIM_MEDIA_TYPE, "application/json"):
+        raise ScimError(415, f"unsupported Content-Type {mimetype}; send {SCIM_MEDIA_TYPE}")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ScimError(400, f"the body is not valid JSON: {error}", "invalidSyntax") from None
+
+
+def query_parameter(name: str) -> str | None:
+    """Query parameters by case-insensitive name; unknown ones (Entra's flags) are ignored."""
+    wanted = name.casefold()
+    for key, value in request.args.items():
+        if key.casefold() == wanted:
+            return value
+    return None
+
+
+def integer_parameter(name: str, default: int | None) -> int | None:
+    text = query_parameter(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ScimError(400, f"{name} must be an integer, got {text!r}", "invalidValue") from None
+
+
+def attribute_list_parameter(name: str) -> list[str] | None:
+    text = query_parameter(name)
+    if not text:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def base_url() -> str:
+    return request.url_root.rstrip("/") + bp.url_prefix
+
+
+# -- users --------------------------------------------------------------------------------------
+
+
+def user_location(user_id: str) -> str:
+    return f"{base_url()}/Users/{user_id}"
+
+
+def render_user(resource: dict) -> dict:
+    """The stored user as the API shows it: meta.location, and the manager's $ref and name.
+
+    The manager is returned as the RFC 7643 §4.3 complex object, never a bare string (Entra
+    cannot read one); a manager who has since been deleted is left out.
+    """
+    rendered = dict(resource)
+    rendered["meta"] = {**resource["meta"], "location": user_location(resource["id"])}
+    enterprise = resource.get(ENTERPRISE_USER_URN)
+    if enterprise and "manager" in enterprise:
+        manager_id = enterprise["manager"]["value"]
+        manager = store().get_user(g.directory_id, manager_id)
+        rendered_enterprise = {k: v for k, v in enterprise.items() if k != "manager"}
+        if manager is not None:
+            rendered_enterprise["manager"] = {
+                "value": manager_id,
+                "$ref": user_location(manager_id),
+                "displayName": manager["displayName"],
+            }
+        if rendered_enterprise:
+            rendered[ENTERPRISE_USER_URN] = rendered_enterprise
+        else:
+            rendered.pop(ENTERPRISE_USER_URN)
+            rendered["schemas"] = [CORE_USER_URN]
+    return rendered
+
+
+def shape_user(resource: dict) -> dict:
+    """Render and apply the request's attributes/excludedAttributes (RFC 7644 §3.4.2.5)."""
+    return project(
+        render_user(resource),
+        USER_RESOURCE,
+        attribute_list_parameter("attributes"),
+        attribute_list_parameter("excludedAttributes"),
+    )
+
+
+def user_response(resource: dict, status: int = 200) -> Response:
+    headers = {"ETag": resource["meta"]["version"]}
+    if status == 201:
+        headers["Location"] = user_location(resource["id"])
+    return scim_response(shape_user(resource), status, headers)
+
+
+def storable_user(body: Any, own_id: str | None = None) -> dict:
+    """Validate a user body and the references it makes; raises SCIM 400s."""
+    user = load_user(body)
+    check_manager(user, own_id)
+    return user
+
+
+def check_manager(user: dict, own_id: str | None) -> None:
+    """The manager must be another user of the same directory (RFC 7643 §4.3 manager.value)."""
+    manager = user.get(ENTERPRISE_USER_URN, {}).get("manager")
+    if manager is None:
+        return
+    manager_id = manager.get("value")
+    if not manager_id:
+        user[ENTERPRISE_USER_URN].pop("manager")
+        if not user[ENTERPRISE_USER_URN]:
+            user.pop(ENTERPRISE_USER_URN)
+            user["schemas"] = [CORE_USER_URN]
+        return
+    if manager_id == own_id:
+        raise ScimError(400, "manager: a user cannot be their own manager", "invalidValue")
+    if store().get_user(g.directory_id, manager_id) is None:
+        raise ScimError(
+            400, f"manager: no user with id {manager_id} in this directory", "invalidValue"
+        )
+    user[ENTERPRISE_USER_URN]["manager"] = {"value": manager_id}
+
+
+def stored_change(write: Callable[[], dict]) -> dict:
+    """Run a store write, turning its domain errors into SCIM errors."""
+    try:
+        return write()
+    except UniquenessError as error:
+        raise ScimError(409, str(error), "uniqueness") from None
+    except NotFoundError:
+        raise ScimError(404, "resource not found") from None
+
+
+@bp.post("/Users", strict_slashes=False)
+def create_user() -> Response:
+    user = storable_user(request_json())
+    created = stored_change(lambda: store().create_user(g.directory_id, user, g.actor))
+    return user_response(created, 201)
+
+
+@bp.get("/Users", strict_slashes=False)
+def list_users() -> Response:
+    filter_text = query_parameter("filter")
+    matches = compile_filter(filter_text, USER_RESOURCE) if filter_text else None
+    terms = equality_terms(filter_text, USER_RESOURCE) if filter_text else {}
+    sort_by = query_parameter("sortBy")
+    order = (query_parameter("sortOrder") or "ascending").casefold()
+    if order not in ("ascending", "descending"):
+        raise ScimError(400, "sortOrder must be ascending or descending", "invalidValue")
+    start_index = max(integer_parameter("startIndex", 1), 1)
+    count = min(max(integer_parameter("count", DEFAULT_PAGE_SIZE), 0), MAX_PAGE_SIZE)
+    total, page = store().search_users(
+        g.directory_id,
+        matches=matches,
+        equal_terms=terms,
+        sort_key=sort_key(sort_by, USER_RESOURCE) if sort_by else None,
+        descending=order == "descending",
+        start_index=start_index,
+        count=count,
+    )
+    return scim_response(
+        {
+            "schemas": [LIST_RESPONSE_URN],
+            "totalResults": total,
+            "startIndex": start_index,
+            "itemsPerPage": len(page),
+            "Resources": [shape_user(resource) for resource in page],
+        }
+    )
+
+
+@bp.get("/Users/<user_id>", strict_slashes=False)
+def get_user(user_id: str) -> Response:
+    return user_response(existing_user(user_id))
+
+
+def existing_user(user_id: str) -> dict:
+    resource = store().get_user(g.directory_id, user_id)
+    if resource is None:
+        raise ScimError(404, f"no user with id {user_id}")
+    return resource
+
+
+@bp.put("/Users/<user_id>", strict_slashes=False)
+def replace_user(user_id: str) -> Response:
+    existing_user(user_id)
+    user = storable_user(request_json(), user_id)
+    replaced = stored_change(lambda: store().replace_user(g.directory_id, user_id, user, g.actor))
+    return user_response(replaced)
+
+
+@bp.patch("/Users/<user_id>", strict_slashes=False)
+def patch_user(user_id: str) -> Response:
+    operations = patch_operations(request_json())
+
+    def patched(current: dict) -> dict:
+        current = {k: v for k, v in current.items() if k not in ("id", "meta")}
+        return storable_user(apply_patch(current, operations, USER_RESOURCE), user_id)
+
+    updated = stored_change(lambda: store().update_user(g.directory_id, user_id, patched, g.actor))
+    return user_response(updated)
+
+
+def patch_operations(body: Any) -> list:
+    """The Operations of a PatchOp request (RFC 7644 §3.5.2), keys matched in any case."""
+    if not isinstance(body, dict):
+        raise ScimError(400, "a PATCH body must be a JSON object", "invalidSyntax")
+    fields = {key.casefold(): value for key, value in body.items()}
+    schemas = fields.get("schemas")
+    if not isinstance(schemas, list) or PATCH_OP_URN.casefold() not in (
+        s.casefold() for s in schemas if isinstance(s, str)
+    ):
+        raise ScimError(400, f"schemas must list {PATCH_OP_URN}", "invalidSyntax")
+    operations = fields.get("operations")
+    if not isinstance(operations, list) or not operations:
+        raise ScimError(400, "Operations must be a non-empty list", "invalidSyntax")
+    return operations
+
+
+@bp.delete("/Users/<user_id>", strict_slashes=False)
+def delete_user(user_id: str) -> Response:
+    stored_change(lambda: store().delete_user(g.directory_id, user_id, g.actor))
+    return Response(status=204)
+
+
+# -- discovery (RFC 7644 §4) --------------------------------------------------------------------
+
+
+def service_provider_config() -> dict:
+    """What this server supports, and nothing it does not (RFC 7643 §5)."""
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "documentationUri": "https://github.com/roster/roster#readme",
+        "patch": {"supported": True},
+        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": True, "maxResults": MAX_PAGE_SIZE},
+        "changePassword": {"supported": False},
+        "sort": {"supported": True},
+        "etag": {"supported": False},
+        "authenticationSchemes": [
+            {
+                "type": "oauthbearertoken",
+                "name": "Directory key",
+                "description": "The access token of a Roster directory key, sent as a bearer token",
+                "specUri": "https://www.rfc-editor.org/rfc/rfc6750",
+                "primary": True,
+            }
+        ],
+        "meta": {
+            "resourceType": "ServiceProviderConfig",
+            "location": f"{base_url()}/ServiceProviderConfig",
+        },
+    }
+
+
+def list_response(resources: list[dict]) -> Response:
+    return scim_response(
+        {
+            "schemas": [LIST_RESPONSE_URN],
+            "totalResults": len(resources),
+            "startIndex": 1,
+            "itemsPerPage": len(resources),
+            "Resources": resources,
+        }
+    )
+
+
+def schema_resource(urn: str) -> dict:
+    location = f"{base_url()}/Schemas/{urn}"
+    return {**SCHEMA_DEFINITIONS[urn], "meta": {"resourceType": "Schema", "location": location}}
+
+
+def resource_type_resource(name: str) -> dict:
+    location = f"{base_url()}/ResourceTypes/{name}"
+    return {**RESOURCE_TYPES[name], "meta": {"resourceType": "ResourceType", "location": location}}
+
+
+@bp.get("/ServiceProviderConfig", strict_slashes=False)
+def get_service_provider_config() -> Response:
+    return scim_response(service_provider_config())
+
+
+@bp.get("/Schemas", strict_slashes=False)
+def list_schemas() -> Response:
+    return list_response([schema_resource(urn) for urn in PUBLISHED_SCHEMAS])
+
+
+@bp.get("/Schemas/<path:urn>", strict_slashes=False)
+def get_schema(urn: str) -> Response:
+    known = {u.casefold(): u for u in PUBLISHED_SCHEMAS}
+    if urn.casefold() not in known:
+        raise ScimError(404, f"no schema {urn}")
+    return scim_response(schema_resource(known[urn.casefold()]))
+
+
+@bp.get("/ResourceTypes", strict_slashes=False)
+def list_resource_types() -> Response:
+    return list_response([resource_type_resource(name) for name in RESOURCE_TYPES])
+
+
+@bp.get("/ResourceTypes/<name>", strict_slashes=False)
+def get_resource_type(name: str) -> Response:
+    known = {n.casefold(): n for n in RESOURCE_TYPES}
+    if name.casefold() not in known:
+        raise ScimError(404, f"no resource type {name}")
+    return scim_response(resource_type_resource(known[name.casefold()]))
+
+
+def init_app(app: Flask) -> None:
+    """Mount the API: blueprint, SCIM error bodies for every failure, case-insensitive paths."""
+    app.register_blueprint(bp)
+    app.register_error_handler(ScimError, handle_scim_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected_error)
+    app.wsgi_app = CanonicalScimPaths(app.wsgi_app)
