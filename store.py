@@ -1,9 +1,9 @@
 """Roster's persistence: the only module that touches TinyDB.
 
 The data folder holds one TinyDB JSON database (``roster.json``) with the tables ``directories``,
-``users``, ``groups``, ``keys`` and ``audit``. Every table is keyed by our own string ids, so any
-TinyDB opens the file (``TinyDB(path).table("users")``) and finds documents under the ids the
-SCIM API hands out.
+``users``, ``groups``, ``keys`` and ``audit``. Each document carries the id the API hands out in
+its ``id`` field, under TinyDB's own document numbers, so a stock ``TinyDB(path)`` opens the file
+and ``table("users").get(where("id") == user_id)`` finds a user.
 
 The live data is held in memory with indexes (by id, by case-folded userName and by externalId per
 directory), so lookups never walk a table. Each change is written as a whole new file next to the
@@ -166,13 +166,31 @@ class Store:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self) -> None:
+        """Read the file into memory, keyed by our ids, and build the indexes.
+
+        TinyDB numbers its documents itself; our ids live inside the documents, so a stock
+        ``TinyDB(path)`` reads the file, and ``_doc_keys`` remembers which number each id has.
+        """
         self._file_state = self._stat_file()
         raw = self._db.storage.read() or {}
-        self._tables: dict[str, dict[str, dict]] = {name: raw.get(name, {}) for name in TABLES}
+        self._tables: dict[str, dict[str, dict]] = {}
+        self._doc_keys: dict[str, dict[str, str]] = {}
+        self._next_doc_key: dict[str, int] = {}
+        for name in TABLES:
+            documents = raw.get(name, {})
+            self._tables[name] = {doc["id"]: doc for doc in documents.values()}
+            self._doc_keys[name] = {doc["id"]: key for key, doc in documents.items()}
+            self._next_doc_key[name] = max(map(int, documents), default=0) + 1
         self._users = _UserIndex()
         for record in self._tables["users"].values():
             self._users.add(record)
         self._keys_by_hash = {k["token_hash"]: key_id for key_id, k in self._tables["keys"].items()}
+
+    def _tinydb_layout(self) -> dict[str, dict[str, dict]]:
+        return {
+            name: {self._doc_keys[name][doc_id]: doc for doc_id, doc in documents.items()}
+            for name, documents in self._tables.items()
+        }
 
     def _refresh_if_changed(self) -> None:
         """Reload when another process (the CLI) replaced the file since we last saw it."""
@@ -202,7 +220,7 @@ class Store:
             previous = {key: self._tables[key[0]].get(key[1]) for key in changes}
             self._apply(changes)
             try:
-                self._db.storage.write(self._tables)
+                self._db.storage.write(self._tinydb_layout())
             except BaseException:
                 self._apply(previous)
                 raise
@@ -217,8 +235,12 @@ class Store:
                 self._keys_by_hash.pop(old["token_hash"], None)
             if document is None:
                 self._tables[table].pop(doc_id, None)
+                self._doc_keys[table].pop(doc_id, None)
             else:
                 self._tables[table][doc_id] = document
+                if doc_id not in self._doc_keys[table]:
+                    self._doc_keys[table][doc_id] = str(self._next_doc_key[table])
+                    self._next_doc_key[table] += 1
                 if table == "users":
                     self._users.add(document)
                 if table == "keys":
@@ -292,7 +314,7 @@ class Store:
             self._check_user_name_free(directory_id, resource["userName"], None)
             resource["meta"] = {"resourceType": "User", "created": now, "lastModified": now}
             resource["meta"]["version"] = resource_version(resource)
-            record = {"directory_id": directory_id, "resource": resource}
+            record = {"id": resource["id"], "directory_id": directory_id, "resource": resource}
             changes[("users", resource["id"])] = record
             self._audit(changes, directory_id, actor, "user.create", resource["id"])
         return copy.deepcopy(resource)

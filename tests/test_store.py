@@ -1,0 +1,179 @@
+"""The store against real TinyDB files in a temp folder: format, indexes, atomicity, durability."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from tinydb import TinyDB, where
+
+from store import DATABASE_FILE, NotFoundError, Store, UniquenessError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user(user_name: str, **extra) -> dict:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "displayName": user_name,
+        **extra,
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(str(tmp_path))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def directory(store):
+    return store.create_directory("Contoso")
+
+
+def test_the_file_is_a_tinydb_database_keyed_by_our_ids(store, directory, tmp_path):
+    created = store.create_user(directory["id"], user("ana@contoso.example"), "test")
+    database = TinyDB(str(tmp_path / DATABASE_FILE))
+    stored = database.table("users").get(where("id") == created["id"])
+    assert stored["resource"]["userName"] == "ana@contoso.example"
+    assert stored["directory_id"] == directory["id"]
+    assert database.table("audit").all()[0]["action"] == "user.create"
+
+
+def test_user_name_is_unique_per_directory_ignoring_case(store, directory):
+    store.create_user(directory["id"], user("ana@contoso.example"), "test")
+    with pytest.raises(UniquenessError):
+        store.create_user(directory["id"], user("ANA@Contoso.Example"), "test")
+    other = store.create_directory("Fabrikam")
+    store.create_user(other["id"], user("ana@contoso.example"), "test")
+    assert store.count_users(directory["id"]) == 1
+
+
+def test_lookups_by_user_name_and_external_id_use_the_indexes(store, directory):
+    ana = store.create_user(directory["id"], user("ana@contoso.example", externalId="X1"), "t")
+    store.create_user(directory["id"], user("bo@contoso.example", externalId="X1"), "t")
+    total, found = store.search_users(
+        directory["id"], equal_terms={"username": "ANA@contoso.example"}
+    )
+    assert (total, found[0]["id"]) == (1, ana["id"])
+    total, _ = store.search_users(directory["id"], equal_terms={"externalid": "X1"})
+    assert total == 2
+    total, _ = store.search_users(directory["id"], equal_terms={"externalid": "x1"})
+    assert total == 0  # externalId is caseExact (RFC 7643 §3.1)
+
+
+def test_renaming_a_user_moves_the_index_entry(store, directory):
+    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store.replace_user(directory["id"], ana["id"], user("anna@contoso.example"), "t")
+    assert (
+        store.search_users(directory["id"], equal_terms={"username": "ana@contoso.example"})[0] == 0
+    )
+    store.create_user(directory["id"], user("ana@contoso.example"), "t")  # the old name is free
+
+
+def test_callers_get_copies_not_stored_state(store, directory):
+    ana = store.create_user(
+        directory["id"], user("ana@contoso.example", name={"givenName": "A"}), "t"
+    )
+    fetched = store.get_user(directory["id"], ana["id"])
+    fetched["name"]["givenName"] = "changed behind the store's back"
+    assert store.get_user(directory["id"], ana["id"])["name"]["givenName"] == "A"
+
+
+def test_a_user_is_invisible_from_another_directory(store, directory):
+    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    other = store.create_directory("Fabrikam")
+    assert store.get_user(other["id"], ana["id"]) is None
+    with pytest.raises(NotFoundError):
+        store.delete_user(other["id"], ana["id"], "t")
+
+
+def test_a_failing_change_writes_nothing(store, directory, tmp_path):
+    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    before = (tmp_path / DATABASE_FILE).read_bytes()
+
+    def refuse(_current):
+        raise ValueError("validation failed")
+
+    with pytest.raises(ValueError):
+        store.update_user(directory["id"], ana["id"], refuse, "t")
+    assert (tmp_path / DATABASE_FILE).read_bytes() == before
+
+
+def test_concurrent_writers_lose_nothing(store, directory):
+    ana = store.create_user(directory["id"], user("ana@contoso.example", title="0"), "t")
+
+    def bump(_):
+        for _ in range(20):
+            store.update_user(
+                directory["id"], ana["id"], lambda u: {**u, "title": str(int(u["title"]) + 1)}, "t"
+            )
+
+    threads = [threading.Thread(target=bump, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get_user(directory["id"], ana["id"])["title"] == "80"
+
+
+def test_a_change_from_another_process_is_seen(store, directory, tmp_path):
+    other_process_view = Store(str(tmp_path))
+    other_process_view.create_user(directory["id"], user("ana@contoso.example"), "cli")
+    assert store.count_users(directory["id"]) == 1
+    with pytest.raises(UniquenessError):
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")
+
+
+def test_delete_directory_takes_its_users_and_keys(store, directory):
+    store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store.create_key(directory["id"], "k", "hash", "t")
+    assert store.delete_directory(directory["id"], "t") == 1
+    assert store.list_keys() == []
+    assert store.get_directory(directory["id"]) is None
+
+
+WRITER = """
+import sys
+from store import Store
+store = Store(sys.argv[1])
+directory = store.create_directory("Crash")
+for n in range(100000):
+    created = store.create_user(directory["id"], {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": f"user{n}@crash.example", "displayName": "x" * 500}, "writer")
+    print(created["id"], flush=True)
+"""
+
+
+def test_kill_9_mid_write_loses_no_acknowledged_user(tmp_path):
+    """Every user whose create returned survives SIGKILL, and the file is never torn."""
+    for round_number in range(3):
+        data_dir = tmp_path / f"round{round_number}"
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(data_dir)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        acknowledged = []
+        deadline = time.monotonic() + 0.5 + round_number * 0.3
+        while time.monotonic() < deadline:
+            acknowledged.append(process.stdout.readline().strip())
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        with open(data_dir / DATABASE_FILE, encoding="utf-8") as handle:
+            json.load(handle)  # parses: the file was replaced whole or not at all
+        reopened = Store(str(data_dir))
+        directory = reopened.list_directories()[0]
+        for user_id in acknowledged:
+            assert reopened.get_user(directory["id"], user_id) is not None
+        assert len(acknowledged) > 0
