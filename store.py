@@ -31,6 +31,8 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from schemas import ENTERPRISE_USER_URN
+
 DATABASE_FILE = "roster.json"
 LOCK_FILE = "roster.lock"
 TABLES = ("directories", "users", "groups", "keys", "audit")
@@ -116,6 +118,7 @@ class _UserIndex:
         self.by_user_name: dict[tuple[str, str], str] = {}
         self.by_external_id: dict[tuple[str, str], set[str]] = {}
         self.by_directory: dict[str, dict[str, None]] = {}
+        self.by_manager: dict[str, set[str]] = {}
 
     def add(self, record: dict) -> None:
         directory_id, resource = record["directory_id"], record["resource"]
@@ -125,6 +128,9 @@ class _UserIndex:
         if external_id:
             self.by_external_id.setdefault((directory_id, external_id), set()).add(user_id)
         self.by_directory.setdefault(directory_id, {})[user_id] = None
+        manager_id = manager_of(resource)
+        if manager_id:
+            self.by_manager.setdefault(manager_id, set()).add(user_id)
 
     def remove(self, record: dict) -> None:
         directory_id, resource = record["directory_id"], record["resource"]
@@ -137,6 +143,16 @@ class _UserIndex:
             if not ids:
                 self.by_external_id.pop((directory_id, external_id), None)
         self.by_directory.get(directory_id, {}).pop(user_id, None)
+        manager_id = manager_of(resource)
+        if manager_id:
+            reports = self.by_manager.get(manager_id, set())
+            reports.discard(user_id)
+            if not reports:
+                self.by_manager.pop(manager_id, None)
+
+
+def manager_of(resource: dict) -> str | None:
+    return resource.get(ENTERPRISE_USER_URN, {}).get("manager", {}).get("value")
 
 
 class Store:
@@ -354,11 +370,35 @@ class Store:
         return copy.deepcopy(resource)
 
     def delete_user(self, directory_id: str, user_id: str, actor: str) -> None:
+        """Delete a user; their direct reports lose the dangling manager in the same write."""
         with self._writing() as changes:
             if self._user_record(directory_id, user_id) is None:
                 raise NotFoundError(user_id)
             changes[("users", user_id)] = None
             self._audit(changes, directory_id, actor, "user.delete", user_id)
+            for report_id in self._users.by_manager.get(user_id, ()):
+                changes[("users", report_id)] = self._without_manager(report_id)
+
+    def _without_manager(self, user_id: str) -> dict:
+        record = self._tables["users"][user_id]
+        resource = copy.deepcopy(record["resource"])
+        enterprise = resource[ENTERPRISE_USER_URN]
+        del enterprise["manager"]
+        if not enterprise:
+            del resource[ENTERPRISE_USER_URN]
+            resource["schemas"] = [s for s in resource["schemas"] if s != ENTERPRISE_USER_URN]
+        resource["meta"] = {**resource["meta"], "lastModified": utc_now()}
+        resource["meta"]["version"] = resource_version(resource)
+        return {**record, "resource": resource}
+
+    def direct_reports(self, directory_id: str, manager_id: str) -> list[dict]:
+        with self._reading():
+            ids = self._users.by_manager.get(manager_id, ())
+            return [
+                copy.deepcopy(r["resource"])
+                for i in ids
+                if (r := self._user_record(directory_id, i))
+            ]
 
     def count_users(self, directory_id: str) -> int:
         with self._reading():

@@ -177,3 +177,18 @@ def test_kill_9_mid_write_loses_no_acknowledged_user(tmp_path):
         for user_id in acknowledged:
             assert reopened.get_user(directory["id"], user_id) is not None
         assert len(acknowledged) > 0
+
+
+def test_deleting_a_manager_clears_the_reports_manager(store, directory):
+    enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    boss = store.create_user(directory["id"], user("boss@contoso.example"), "t")
+    ana = store.create_user(
+        directory["id"],
+        user("ana@contoso.example", **{enterprise: {"manager": {"value": boss["id"]}}}),
+        "t",
+    )
+    assert [r["id"] for r in store.direct_reports(directory["id"], boss["id"])] == [ana["id"]]
+    store.delete_user(directory["id"], boss["id"], "t")
+    after = store.get_user(directory["id"], ana["id"])
+    assert enterprise not in after
+    assert after["meta"]["version"] != ana["meta"]["version"]
