@@ -31,6 +31,7 @@ ENTERPRISE_USER_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:Use
 LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
 PATCH_OP_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 with open(os.path.join(os.path.dirname(__file__), "scim_schemas.json"), encoding="utf-8") as _f:
     SCHEMA_DEFINITIONS: dict[str, dict] = {s["id"]: s for s in json.load(_f)}

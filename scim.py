@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -23,6 +24,7 @@ from schemas import (
     LIST_RESPONSE_URN,
     PATCH_OP_URN,
     SCHEMA_DEFINITIONS,
+    SEARCH_REQUEST_URN,
     USER_RESOURCE,
     load_user,
 )
@@ -146,32 +148,6 @@ def request_json() -> Any:
         raise ScimError(400, f"the body is not valid JSON: {error}", "invalidSyntax") from None
 
 
-def query_parameter(name: str) -> str | None:
-    """Query parameters by case-insensitive name; unknown ones (Entra's flags) are ignored."""
-    wanted = name.casefold()
-    for key, value in request.args.items():
-        if key.casefold() == wanted:
-            return value
-    return None
-
-
-def integer_parameter(name: str, default: int | None) -> int | None:
-    text = query_parameter(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ScimError(400, f"{name} must be an integer, got {text!r}", "invalidValue") from None
-
-
-def attribute_list_parameter(name: str) -> list[str] | None:
-    text = query_parameter(name)
-    if not text:
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def base_url() -> str:
     return request.url_root.rstrip("/") + bp.url_prefix
 
@@ -200,8 +176,9 @@ def render_user(resource: dict) -> dict:
             rendered_enterprise["manager"] = {
                 "value": manager_id,
                 "$ref": user_location(manager_id),
-                "displayName": manager["displayName"],
             }
+            if "displayName" in manager:
+                rendered_enterprise["manager"]["displayName"] = manager["displayName"]
         if rendered_enterprise:
             rendered[ENTERPRISE_USER_URN] = rendered_enterprise
         else:
@@ -210,21 +187,19 @@ def render_user(resource: dict) -> dict:
     return rendered
 
 
-def shape_user(resource: dict) -> dict:
-    """Render and apply the request's attributes/excludedAttributes (RFC 7644 §3.4.2.5)."""
-    return project(
-        render_user(resource),
-        USER_RESOURCE,
-        attribute_list_parameter("attributes"),
-        attribute_list_parameter("excludedAttributes"),
-    )
+def shape_user(
+    resource: dict, attributes: list[str] | None = None, excluded: list[str] | None = None
+) -> dict:
+    """Render and apply attributes/excludedAttributes (RFC 7644 §3.4.2.5)."""
+    return project(render_user(resource), USER_RESOURCE, attributes, excluded)
 
 
 def user_response(resource: dict, status: int = 200) -> Response:
     headers = {"ETag": resource["meta"]["version"]}
     if status == 201:
         headers["Location"] = user_location(resource["id"])
-    return scim_response(shape_user(resource), status, headers)
+    search = search_request(request.args.to_dict())
+    return scim_response(shape_user(resource, search.attributes, search.excluded), status, headers)
 
 
 def storable_user(body: Any, own_id: str | None = None) -> dict:
@@ -272,35 +247,104 @@ def create_user() -> Response:
     return user_response(created, 201)
 
 
-@bp.get("/Users", strict_slashes=False)
-def list_users() -> Response:
-    filter_text = query_parameter("filter")
-    matches = compile_filter(filter_text, USER_RESOURCE) if filter_text else None
-    terms = equality_terms(filter_text, USER_RESOURCE) if filter_text else {}
-    sort_by = query_parameter("sortBy")
-    order = (query_parameter("sortOrder") or "ascending").casefold()
+@dataclass(frozen=True)
+class SearchRequest:
+    """A query's parameters, from the URL (RFC 7644 §3.4.2) or a POST body (§3.4.3)."""
+
+    filter: str | None = None
+    sort_by: str | None = None
+    descending: bool = False
+    start_index: int = 1
+    count: int = DEFAULT_PAGE_SIZE
+    attributes: list[str] | None = None
+    excluded: list[str] | None = None
+
+
+def search_request(values: dict[str, Any]) -> SearchRequest:
+    """Read and check query parameters; names in any case, unknown ones (Entra's flags) ignored.
+
+    startIndex below 1 counts as 1 and a negative count as 0 (RFC 7644 §3.4.2.4); count is
+    capped at the advertised maxResults.
+    """
+    fields = {key.casefold(): value for key, value in values.items()}
+    order = str(fields.get("sortorder") or "ascending").casefold()
     if order not in ("ascending", "descending"):
         raise ScimError(400, "sortOrder must be ascending or descending", "invalidValue")
-    start_index = max(integer_parameter("startIndex", 1), 1)
-    count = min(max(integer_parameter("count", DEFAULT_PAGE_SIZE), 0), MAX_PAGE_SIZE)
+    start_index = max(integer_value("startIndex", fields.get("startindex"), 1), 1)
+    count = min(
+        max(integer_value("count", fields.get("count"), DEFAULT_PAGE_SIZE), 0), MAX_PAGE_SIZE
+    )
+    return SearchRequest(
+        filter=fields.get("filter") or None,
+        sort_by=fields.get("sortby") or None,
+        descending=order == "descending",
+        start_index=start_index,
+        count=count,
+        attributes=attribute_list(fields.get("attributes")),
+        excluded=attribute_list(fields.get("excludedattributes")),
+    )
+
+
+def integer_value(name: str, value: Any, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise ScimError(400, f"{name} must be an integer, got {value!r}", "invalidValue")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ScimError(400, f"{name} must be an integer, got {value!r}", "invalidValue") from None
+
+
+def attribute_list(value: Any) -> list[str] | None:
+    """``attributes`` is comma-separated in a URL and a list in a SearchRequest body."""
+    if not value:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+        raise ScimError(400, "attributes must be a list of attribute names", "invalidValue")
+    return [part.strip() for part in parts if part.strip()]
+
+
+def user_list_response(search: SearchRequest) -> Response:
+    matches = compile_filter(search.filter, USER_RESOURCE) if search.filter else None
+    terms = equality_terms(search.filter, USER_RESOURCE) if search.filter else {}
     total, page = store().search_users(
         g.directory_id,
         matches=matches,
         equal_terms=terms,
-        sort_key=sort_key(sort_by, USER_RESOURCE) if sort_by else None,
-        descending=order == "descending",
-        start_index=start_index,
-        count=count,
+        sort_key=sort_key(search.sort_by, USER_RESOURCE) if search.sort_by else None,
+        descending=search.descending,
+        start_index=search.start_index,
+        count=search.count,
     )
     return scim_response(
         {
             "schemas": [LIST_RESPONSE_URN],
             "totalResults": total,
-            "startIndex": start_index,
+            "startIndex": search.start_index,
             "itemsPerPage": len(page),
-            "Resources": [shape_user(resource) for resource in page],
+            "Resources": [shape_user(r, search.attributes, search.excluded) for r in page],
         }
     )
+
+
+@bp.get("/Users", strict_slashes=False)
+def list_users() -> Response:
+    return user_list_response(search_request(request.args.to_dict()))
+
+
+@bp.post("/Users/.search", strict_slashes=False)
+@bp.post("/.search", strict_slashes=False)
+def search_users() -> Response:
+    """RFC 7644 §3.4.3 search by POST; at the root it covers Users, the one resource type."""
+    body = request_json()
+    if not isinstance(body, dict):
+        raise ScimError(400, "a SearchRequest must be a JSON object", "invalidSyntax")
+    schemas = [s.casefold() for s in body.get("schemas", []) if isinstance(s, str)]
+    if SEARCH_REQUEST_URN.casefold() not in schemas:
+        raise ScimError(400, f"schemas must list {SEARCH_REQUEST_URN}", "invalidSyntax")
+    return user_list_response(search_request(body))
 
 
 @bp.get("/Users/<user_id>", strict_slashes=False)
