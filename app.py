@@ -6,6 +6,7 @@ commands against the same data folder.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
@@ -15,12 +16,12 @@ from contextlib import suppress
 from typing import Any
 
 import click
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask.cli import AppGroup
 
 import auth
 import scim
-from store import NotFoundError, Store, UniquenessError
+from store import DataFolderBusy, NotFoundError, Store, UniquenessError
 
 SECRET_KEY_FILE = "secret_key"
 DEFAULT_DIRECTORY = "Default"
@@ -45,15 +46,33 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.config["DATA_DIR"]
         )
 
-    store = Store(app.config["DATA_DIR"])
+    store = open_store(app.config["DATA_DIR"])
     app.extensions["roster.store"] = store
-    ensure_default_directory(store)
+    if not store.read_only:
+        ensure_default_directory(store)
 
     configure_request_log(app)
     scim.init_app(app)
     app.cli.add_command(key_cli)
     app.cli.add_command(directory_cli)
+    app.cli.add_command(backup_command)
     return app
+
+
+def open_store(data_dir: str) -> Store:
+    """The server owns its data folder; a second server refuses to start beside it.
+
+    Operator commands (run under ``flask``, inside a click context) fall back to a read-only
+    view when the server owns the folder, so listing works and writing says what to do.
+    """
+    if click.get_current_context(silent=True) is not None:
+        return Store.open_or_view(data_dir)
+    try:
+        store = Store(data_dir)
+    except DataFolderBusy as busy:
+        raise SystemExit(f"Roster cannot start: {busy}") from None
+    atexit.register(store.close)
+    return store
 
 
 def load_or_create_secret_key(data_dir: str) -> str:
@@ -112,10 +131,15 @@ key_cli = AppGroup("key", help="Directory keys: the bearer tokens Entra ID provi
 directory_cli = AppGroup("directory", help="Directories.")
 
 
-def cli_store() -> Store:
-    from flask import current_app
-
-    return current_app.extensions["roster.store"]
+def cli_store(writes: bool = False) -> Store:
+    """The app's store; a command that writes is refused while the server owns the folder."""
+    store = current_app.extensions["roster.store"]
+    if writes and store.read_only:
+        raise click.ClickException(
+            f"{store.busy_reason}. This command changes data, and only the running server may: "
+            "stop the server, run this command again, then start the server."
+        )
+    return store
 
 
 def directory_named(store: Store, name: str) -> dict:
@@ -132,7 +156,7 @@ def directory_named(store: Store, name: str) -> dict:
 @click.option("--name", required=True, help='Key name, e.g. "Microsoft integration key".')
 def create_key_command(directory_name: str, name: str) -> None:
     """Create a key and print its access token (shown this once only)."""
-    store = cli_store()
+    store = cli_store(writes=True)
     directory = directory_named(store, name=directory_name)
     key, token = auth.create_directory_key(store, directory["id"], name, CLI_ACTOR)
     click.echo(f"Key {key['id']} ({name}) created in directory {directory['name']}.")
@@ -159,7 +183,7 @@ def list_keys_command(directory_name: str | None) -> None:
 def delete_key_command(key_id: str) -> None:
     """Delete a key: its token stops working at once."""
     try:
-        cli_store().delete_key(key_id, CLI_ACTOR)
+        cli_store(writes=True).delete_key(key_id, CLI_ACTOR)
     except NotFoundError:
         raise click.ClickException(f"no key with id {key_id}") from None
     click.echo(f"Key {key_id} deleted.")
@@ -173,7 +197,7 @@ def create_directory_command(name: str, description: str) -> None:
     if not 1 <= len(name) <= 100 or len(description) > 250:
         raise click.ClickException("name must be 1-100 characters, description at most 250")
     try:
-        directory = cli_store().create_directory(name, description)
+        directory = cli_store(writes=True).create_directory(name, description)
     except UniquenessError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Directory {directory['name']} created ({directory['id']}).")
@@ -186,3 +210,11 @@ def list_directories_command() -> None:
     for directory in store.list_directories():
         users = store.count_users(directory["id"])
         click.echo(f"{directory['id']}  {directory['name']}  {users} users")
+
+
+@click.command("backup")
+@click.argument("path")
+def backup_command(path: str) -> None:
+    """Write a consistent TinyDB snapshot of all data to PATH (safe while the server runs)."""
+    seq = cli_store().backup(path)
+    click.echo(f"Backup written to {path} (journal sequence {seq}).")

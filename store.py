@@ -1,16 +1,15 @@
-"""Roster's persistence: the only module that touches TinyDB.
+"""Roster's persistence: the only module that touches TinyDB's files.
 
-The data folder holds one TinyDB JSON database (``roster.json``) with the tables ``directories``,
-``users``, ``groups``, ``keys`` and ``audit``. Each document carries the id the API hands out in
-its ``id`` field, under TinyDB's own document numbers, so a stock ``TinyDB(path)`` opens the file
-and ``table("users").get(where("id") == user_id)`` finds a user.
+The data folder holds a TinyDB JSON database (``roster.json``, tables ``directories``, ``users``,
+``groups``, ``keys``, ``audit``) and a journal of the changes made since it was written. Each
+document carries the id the API hands out in its ``id`` field, under TinyDB's own document
+numbers, so a stock ``TinyDB(path)`` opens the file and
+``table("users").get(where("id") == user_id)`` finds a user.
 
-The live data is held in memory with indexes (by id, by case-folded userName and by externalId per
-directory), so lookups never walk a table. Each change is written as a whole new file next to the
-old one, flushed, fsynced and moved into place with ``os.replace``: a crash at any moment leaves
-the old or the new file, never a torn one. A write from another process (the operator CLI while
-the server runs) is picked up on the next operation, and writers of both processes take an
-exclusive ``flock`` so neither overwrites the other's change.
+The server owns the folder (a lock file) and keeps the live data in memory with indexes (by id,
+by case-folded userName and by externalId per directory, by manager), so lookups never walk a
+table and a write costs one appended, fsynced journal line whatever the size of the data. The
+journal is folded into a new snapshot in the background, and at shutdown.
 """
 
 from __future__ import annotations
@@ -20,21 +19,25 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from schemas import ENTERPRISE_USER_URN
 
 DATABASE_FILE = "roster.json"
 LOCK_FILE = "roster.lock"
+META_TABLE = "roster"
+TEMP_PREFIX = ".roster-"
+COMPACT_MIN_BYTES = 16 * 1024 * 1024
 TABLES = ("directories", "users", "groups", "keys", "audit")
 AUTH_METHODS = ("none", "local", "microsoft")
 
@@ -64,12 +67,10 @@ def resource_version(resource: dict) -> str:
 
 
 class AtomicJSONStorage(Storage):
-    """TinyDB storage whose writes replace the file atomically and durably.
+    """TinyDB storage for Roster's snapshot file: reads it whole, writes it atomically.
 
-    TinyDB's own JSONStorage truncates the file and writes into it, so a crash mid-write leaves a
-    half-written database. Here the new content goes to a temp file in the same folder, which is
-    fsynced and then renamed over the old one; the folder is fsynced so the rename itself survives
-    power loss.
+    TinyDB's own JSONStorage truncates the file and writes into it, so a crash mid-write leaves
+    a half-written database; this one writes a temp file and renames it into place.
     """
 
     def __init__(self, path: str) -> None:
@@ -77,26 +78,32 @@ class AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         try:
-            with open(self.path, encoding="utf-8") as handle:
+            with open(self.path, "rb") as handle:
                 text = handle.read()
         except FileNotFoundError:
             return None
         return json.loads(text) if text.strip() else None
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, temp_path = tempfile.mkstemp(prefix=".roster-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, separators=(",", ":"), ensure_ascii=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_path, self.path)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp_path)
-            raise
-        _fsync_folder(folder)
+        write_json_atomically(self.path, data)
+
+
+def write_json_atomically(path: str, document: dict) -> None:
+    """Temp file in the same folder, fsync, ``os.replace``, fsync the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            # json.dumps (one shot) encodes in C; json.dump would encode in pure Python.
+            handle.write(json.dumps(document, separators=(",", ":")).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp_path)
+        raise
+    _fsync_folder(folder)
 
 
 def _fsync_folder(folder: str) -> None:
@@ -105,6 +112,199 @@ def _fsync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DataFolderBusy(Exception):
+    """Another Roster process owns the data folder; writing beside it would corrupt it."""
+
+
+class CorruptDataError(Exception):
+    """The journal has a gap or an unreadable line before its end: refuse to guess."""
+
+
+class _DataFolder:
+    """The files of one data folder: lock, TinyDB snapshot, journals.
+
+    ``roster.json`` is a TinyDB database holding every table as of journal sequence number
+    ``last_seq`` (kept in its ``roster`` table). ``journal-<first seq>.jsonl`` files hold one JSON
+    line per operation after that. A write appends its line and fsyncs before it is answered, so
+    it costs the same at 100 users as at 100,000; compaction writes a new snapshot beside the
+    old one and renames it into place, then drops the journals it covers. Whatever moment a crash
+    hits, start-up finds a whole snapshot and a journal whose only damage can be a torn last line.
+    """
+
+    def __init__(self, data_dir: str, read_only: bool) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = data_dir
+        self.read_only = read_only
+        self.snapshot_path = os.path.join(data_dir, DATABASE_FILE)
+        self._lock_handle = None if read_only else self._take_lock()
+        self._journal_fd: int | None = None
+        self.journal_bytes = 0
+
+    def _take_lock(self):
+        handle = open(os.path.join(self.data_dir, LOCK_FILE), "a+")  # noqa: SIM115 - held for life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise DataFolderBusy(
+                f"another Roster process (pid {owner}) is using the data folder "
+                f"{os.path.abspath(self.data_dir)}; stop it first, or point ROSTER_DATA_DIR "
+                "elsewhere"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+    def release(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def load(self) -> tuple[dict[str, dict[str, dict]], int]:
+        """Snapshot plus journal replay: every table keyed by TinyDB number, and the last seq.
+
+        A reader without the lock (a CLI command while the server runs) may race a compaction
+        that swaps the snapshot and deletes journals under it; a gap in the sequence tells, and
+        the read starts over.
+        """
+        for _attempt in range(20):
+            try:
+                return self._load_once()
+            except _RaceWithCompaction:
+                time.sleep(0.05)
+        raise CorruptDataError("the data folder kept changing while it was read; try again")
+
+    def _load_once(self) -> tuple[dict[str, dict[str, dict]], int]:
+        if not self.read_only:
+            self._remove_stray_temp_files()
+        raw = AtomicJSONStorage(self.snapshot_path).read() or {}
+        last_seq = int(raw.get(META_TABLE, {}).get("1", {}).get("last_seq", 0))
+        tables = {name: raw.get(name, {}) for name in TABLES}
+        journals = self._journal_paths()
+        seq = last_seq
+        for number, path in enumerate(journals):
+            is_last = number == len(journals) - 1
+            seq = self._replay(path, tables, seq, is_last)
+        if not self.read_only:
+            self._open_journal(journals[-1] if journals else None, seq)
+        return tables, seq
+
+    def _replay(self, path: str, tables: dict, seq: int, is_last: bool) -> int:
+        """Apply a journal's lines past ``seq``; cut a torn last line (it was never answered)."""
+        with open(path, "rb") as handle:
+            data = handle.read()
+        good_end = 0
+        for line_end in _line_ends(data):
+            line = data[good_end:line_end]
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break
+            good_end = line_end
+            if entry["seq"] <= seq:
+                continue
+            if entry["seq"] != seq + 1:
+                if self.read_only:
+                    raise _RaceWithCompaction
+                raise CorruptDataError(f"{path}: journal jumps from seq {seq} to {entry['seq']}")
+            _apply_to_layout(tables, entry["changes"])
+            seq = entry["seq"]
+        if good_end < len(data):
+            if not is_last:
+                raise CorruptDataError(f"{path}: unreadable line at byte {good_end}")
+            if not self.read_only:
+                os.truncate(path, good_end)
+        return seq
+
+    def _journal_paths(self) -> list[str]:
+        names = [n for n in os.listdir(self.data_dir) if _JOURNAL_NAME.fullmatch(n)]
+        names.sort(key=lambda n: int(_JOURNAL_NAME.fullmatch(n).group(1)))
+        return [os.path.join(self.data_dir, n) for n in names]
+
+    def _remove_stray_temp_files(self) -> None:
+        """Temp files left by a compaction or backup that a crash interrupted."""
+        for name in os.listdir(self.data_dir):
+            if name.startswith(TEMP_PREFIX):
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.data_dir, name))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _open_journal(self, path: str | None, seq: int) -> None:
+        if path is None:
+            path = os.path.join(self.data_dir, f"journal-{seq + 1}.jsonl")
+        self._journal_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.journal_bytes = os.fstat(self._journal_fd).st_size
+        _fsync_folder(self.data_dir)
+
+    def append(self, seq: int, changes: list) -> None:
+        """Write one operation's line and fsync it: once this returns, the change survives."""
+        if self._journal_fd is None:
+            raise DataFolderBusy("this store is a read-only view: the data folder has an owner")
+        line = json.dumps({"seq": seq, "changes": changes}, separators=(",", ":")).encode() + b"\n"
+        try:
+            written = os.write(self._journal_fd, line)
+            if written != len(line):
+                raise OSError(f"short write to the journal ({written} of {len(line)} bytes)")
+            os.fsync(self._journal_fd)
+        except BaseException:
+            os.ftruncate(self._journal_fd, self.journal_bytes)  # no torn line in mid-journal
+            raise
+        self.journal_bytes += len(line)
+
+    def start_new_journal(self, next_seq: int) -> list[str]:
+        """Switch appends to a fresh journal; returns the older journals a snapshot will cover."""
+        covered = self._journal_paths()
+        os.close(self._journal_fd)
+        self._open_journal(os.path.join(self.data_dir, f"journal-{next_seq}.jsonl"), next_seq - 1)
+        return covered
+
+    def write_snapshot(self, layout: dict, last_seq: int, path: str | None = None) -> None:
+        """A TinyDB database of ``layout`` as of ``last_seq``, written atomically."""
+        document = {**layout, META_TABLE: {"1": {"last_seq": last_seq}}}
+        AtomicJSONStorage(path or self.snapshot_path).write(document)
+
+
+class _RaceWithCompaction(Exception):
+    pass
+
+
+_JOURNAL_NAME = re.compile(r"journal-(\d+)\.jsonl")
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _line_ends(data: bytes) -> Iterator[int]:
+    """Ends of the newline-terminated lines; an unterminated tail was never acknowledged."""
+    start = 0
+    while (end := data.find(b"\n", start)) >= 0:
+        yield end + 1
+        start = end + 1
+
+
+def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:
+    """Replay one journal entry onto TinyDB-layout tables ({number: document})."""
+    for table, doc_key, document in changes:
+        if document is None:
+            tables[table].pop(doc_key, None)
+        else:
+            tables[table][doc_key] = document
 
 
 class _UserIndex:
@@ -158,42 +358,52 @@ def manager_of(resource: dict) -> str | None:
 class Store:
     """The narrow verbs Roster needs, each one atomic under one lock.
 
-    Callers get deep copies, never the stored objects, so nothing outside this module can change
-    stored state without going through a verb.
+    The live data is in memory (``_tables``: table -> our id -> document) with indexes, so no
+    lookup walks a table. Stored documents are replaced, never changed in place, which lets a
+    compaction take a consistent snapshot with shallow copies. Callers get deep copies, so
+    nothing outside this module can change stored state without going through a verb.
+
+    ``read_only=True`` opens a view of a folder another process owns (operator commands while
+    the server runs): reads work, writes raise :class:`DataFolderBusy`.
     """
 
-    def __init__(self, data_dir: str) -> None:
-        os.makedirs(data_dir, exist_ok=True)
+    def __init__(self, data_dir: str, read_only: bool = False) -> None:
         self.data_dir = data_dir
-        self.path = os.path.join(data_dir, DATABASE_FILE)
         self._lock = threading.RLock()
-        self._lock_path = os.path.join(data_dir, LOCK_FILE)
-        self._db = TinyDB(self.path, storage=AtomicJSONStorage)
-        self._file_state: tuple | None = None
-        self._load()
+        self._compaction_lock = threading.Lock()
+        self._compaction_thread: threading.Thread | None = None
+        self._folder = _DataFolder(data_dir, read_only)
+        self.read_only = read_only
+        try:
+            self._load()
+        except BaseException:
+            self._folder.release()
+            raise
+
+    @classmethod
+    def open_or_view(cls, data_dir: str) -> Store:
+        """Own the folder if free, else a read-only view (for operator commands)."""
+        try:
+            return cls(data_dir)
+        except DataFolderBusy as busy:
+            view = cls(data_dir, read_only=True)
+            view.busy_reason = str(busy)
+            return view
 
     # -- loading and writing -------------------------------------------------------------------
 
-    def _stat_file(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
     def _load(self) -> None:
-        """Read the file into memory, keyed by our ids, and build the indexes.
+        """Read snapshot and journal into memory, keyed by our ids, and build the indexes.
 
         TinyDB numbers its documents itself; our ids live inside the documents, so a stock
-        ``TinyDB(path)`` reads the file, and ``_doc_keys`` remembers which number each id has.
+        ``TinyDB(path)`` reads the snapshot, and ``_doc_keys`` remembers each id's number.
         """
-        self._file_state = self._stat_file()
-        raw = self._db.storage.read() or {}
+        layout, self._seq = self._folder.load()
         self._tables: dict[str, dict[str, dict]] = {}
         self._doc_keys: dict[str, dict[str, str]] = {}
         self._next_doc_key: dict[str, int] = {}
         for name in TABLES:
-            documents = raw.get(name, {})
+            documents = layout[name]
             self._tables[name] = {doc["id"]: doc for doc in documents.values()}
             self._doc_keys[name] = {doc["id"]: key for key, doc in documents.items()}
             self._next_doc_key[name] = max(map(int, documents), default=0) + 1
@@ -201,6 +411,7 @@ class Store:
         for record in self._tables["users"].values():
             self._users.add(record)
         self._keys_by_hash = {k["token_hash"]: key_id for key_id, k in self._tables["keys"].items()}
+        self._snapshot_bytes = _file_size(self._folder.snapshot_path)
 
     def _tinydb_layout(self) -> dict[str, dict[str, dict]]:
         return {
@@ -208,41 +419,44 @@ class Store:
             for name, documents in self._tables.items()
         }
 
-    def _refresh_if_changed(self) -> None:
-        """Reload when another process (the CLI) replaced the file since we last saw it."""
-        if self._stat_file() != self._file_state:
-            self._load()
-
     @contextmanager
     def _reading(self) -> Iterator[None]:
         with self._lock:
-            self._refresh_if_changed()
             yield
 
     @contextmanager
     def _writing(self) -> Iterator[dict[tuple[str, str], dict | None]]:
-        """Collect changes as (table, id) -> new document (None deletes) and write them at once.
+        """Collect changes as (table, id) -> new document (None deletes); journal them at once.
 
-        One file write per operation keeps a change and its audit entry together. If the write
-        fails, memory is rolled back to what is on disk.
+        One journal line per operation keeps a change and its audit entry together; memory
+        changes only after the line is durable, so a failed write leaves everything as it was.
         """
         changes: dict[tuple[str, str], dict | None] = {}
-        with self._lock, open(self._lock_path, "a") as lock_handle:
-            fcntl.flock(lock_handle, fcntl.LOCK_EX)
-            self._refresh_if_changed()
+        with self._lock:
             yield changes
             if not changes:
                 return
-            previous = {key: self._tables[key[0]].get(key[1]) for key in changes}
-            self._apply(changes)
-            try:
-                self._db.storage.write(self._tinydb_layout())
-            except BaseException:
-                self._apply(previous)
-                raise
-            self._file_state = self._stat_file()
+            if self.read_only:
+                raise DataFolderBusy(getattr(self, "busy_reason", "this store is read-only"))
+            doc_keys = self._doc_keys_for(changes)
+            entries = [[t, doc_keys[(t, i)], doc] for (t, i), doc in changes.items()]
+            self._folder.append(self._seq + 1, entries)
+            self._seq += 1
+            self._apply(changes, doc_keys)
+        self._compact_in_background_when_due()
 
-    def _apply(self, changes: dict[tuple[str, str], dict | None]) -> None:
+    def _doc_keys_for(self, changes: dict) -> dict[tuple[str, str], str]:
+        keys = {}
+        next_keys = dict(self._next_doc_key)
+        for table, doc_id in changes:
+            key = self._doc_keys[table].get(doc_id)
+            if key is None:
+                key = str(next_keys[table])
+                next_keys[table] += 1
+            keys[(table, doc_id)] = key
+        return keys
+
+    def _apply(self, changes: dict, doc_keys: dict[tuple[str, str], str]) -> None:
         for (table, doc_id), document in changes.items():
             old = self._tables[table].get(doc_id)
             if table == "users" and old is not None:
@@ -252,18 +466,61 @@ class Store:
             if document is None:
                 self._tables[table].pop(doc_id, None)
                 self._doc_keys[table].pop(doc_id, None)
-            else:
-                self._tables[table][doc_id] = document
-                if doc_id not in self._doc_keys[table]:
-                    self._doc_keys[table][doc_id] = str(self._next_doc_key[table])
-                    self._next_doc_key[table] += 1
-                if table == "users":
-                    self._users.add(document)
-                if table == "keys":
-                    self._keys_by_hash[document["token_hash"]] = doc_id
+                continue
+            self._tables[table][doc_id] = document
+            key = doc_keys[(table, doc_id)]
+            self._doc_keys[table][doc_id] = key
+            self._next_doc_key[table] = max(self._next_doc_key[table], int(key) + 1)
+            if table == "users":
+                self._users.add(document)
+            if table == "keys":
+                self._keys_by_hash[document["token_hash"]] = doc_id
+
+    # -- compaction and backup -----------------------------------------------------------------
+
+    def _compact_in_background_when_due(self) -> None:
+        """Compact once the journal outgrows the snapshot, so replay stays short and the
+        amortised cost of a write stays constant."""
+        due = self._folder.journal_bytes > max(COMPACT_MIN_BYTES, self._snapshot_bytes)
+        if not due or (self._compaction_thread and self._compaction_thread.is_alive()):
+            return
+        self._compaction_thread = threading.Thread(
+            target=self.compact, name="roster-compaction", daemon=True
+        )
+        self._compaction_thread.start()
+
+    def compact(self) -> None:
+        """Fold the journal into a new TinyDB snapshot; writes go on meanwhile.
+
+        Under the lock: shallow copies of the tables and a switch to a fresh journal. Outside
+        it: the slow part, writing the snapshot. A crash before the rename keeps the old
+        snapshot and both journals; after it, the covered journal lines are skipped on replay.
+        """
+        with self._compaction_lock:
+            with self._lock:
+                if self.read_only:
+                    return
+                layout = self._tinydb_layout()
+                last_seq = self._seq
+                covered = self._folder.start_new_journal(last_seq + 1)
+            self._folder.write_snapshot(layout, last_seq)
+            for path in covered:
+                os.unlink(path)
+            self._snapshot_bytes = _file_size(self._folder.snapshot_path)
+
+    def backup(self, path: str) -> int:
+        """Write a consistent TinyDB snapshot of the current state to ``path``; returns its seq."""
+        with self._lock:
+            layout = self._tinydb_layout()
+            last_seq = self._seq
+        self._folder.write_snapshot(layout, last_seq, path)
+        return last_seq
 
     def close(self) -> None:
-        self._db.close()
+        """Compact (so the next start reads one file) and give up the data folder."""
+        if not self.read_only and self._folder.journal_bytes:
+            self.compact()
+        self._folder.release()
 
     # -- directories ---------------------------------------------------------------------------
 

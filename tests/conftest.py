@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def app(tmp_path):
-    return create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True})
+    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True})
+    yield app
+    app.extensions["roster.store"].close()
 
 
 @pytest.fixture
@@ -98,9 +100,12 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(tmp_path):
+    """A server with a Default-directory key, created with the CLI before the server starts
+    (while it runs, the server alone may write its data folder)."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     server = LiveServer(data_dir)
+    server.token = create_key_with_cli(data_dir)
     server.start()
     yield server
     server.stop()
@@ -108,10 +113,9 @@ def live_server(tmp_path):
 
 @pytest.fixture
 def scim_session(live_server):
-    """A keep-alive HTTP session holding a directory key created with the CLI."""
-    token = create_key_with_cli(live_server.data_dir)
+    """A keep-alive HTTP session holding the live server's directory key."""
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
+    session.headers["Authorization"] = f"Bearer {live_server.token}"
     session.headers["Content-Type"] = "application/scim+json; charset=utf-8"
     session.base = f"{live_server.url}/v2"
     yield session

@@ -4,30 +4,45 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import contextmanager
+
+import pytest
+from tinydb import TinyDB, where
 
 from app import create_app
+from schemas import CORE_USER_URN
 
-from .conftest import create_key_with_cli, run_cli
+from .conftest import LiveServer, create_key_with_cli, run_cli
 
 
 def test_key_create_works_on_a_fresh_data_folder_and_stores_only_a_hash(tmp_path):
     data_dir = tmp_path / "data"
     token = create_key_with_cli(data_dir)
     assert len(token) >= 43  # 256 bits, base64url
-    database = (data_dir / "roster.json").read_text()
-    assert token not in database
-    assert '"name":"Test key"' in database
+    stored = "".join(path.read_text() for path in data_dir.iterdir() if path.is_file())
+    assert token not in stored
+    assert '"name":"Test key"' in stored
 
 
 def test_the_new_token_opens_the_scim_api_and_a_deleted_key_no_longer_does(tmp_path):
     data_dir = tmp_path / "data"
     token = create_key_with_cli(data_dir)
-    client = create_app({"DATA_DIR": str(data_dir)}).test_client()
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.get("/v2/Users", headers=headers).status_code == 200
+    with app_on(data_dir) as client:
+        assert client.get("/v2/Users", headers=headers).status_code == 200
     key_id = run_cli(data_dir, "key", "list").stdout.split()[0]
     assert run_cli(data_dir, "key", "delete", key_id).returncode == 0
-    assert client.get("/v2/Users", headers=headers).status_code == 401
+    with app_on(data_dir) as client:
+        assert client.get("/v2/Users", headers=headers).status_code == 401
+
+
+@contextmanager
+def app_on(data_dir):
+    app = create_app({"DATA_DIR": str(data_dir)})
+    try:
+        yield app.test_client()
+    finally:
+        app.extensions["roster.store"].close()
 
 
 def test_key_list_shows_names_and_never_tokens(tmp_path):
@@ -57,8 +72,39 @@ def test_a_key_for_an_unknown_directory_is_refused(tmp_path):
 
 def test_the_secret_key_is_generated_once_and_private(tmp_path):
     data_dir = tmp_path / "data"
-    first = create_app({"DATA_DIR": str(data_dir)}).config["SECRET_KEY"]
-    second = create_app({"DATA_DIR": str(data_dir)}).config["SECRET_KEY"]
-    assert first == second and len(first) == 64
+    with app_on(data_dir) as first:
+        first_key = first.application.config["SECRET_KEY"]
+    with app_on(data_dir) as second:
+        assert second.application.config["SECRET_KEY"] == first_key
+    assert len(first_key) == 64
     mode = stat.S_IMODE(os.stat(data_dir / "secret_key").st_mode)
     assert mode == 0o600
+
+
+def test_while_the_server_runs_writes_are_refused_and_reads_work(live_server):
+    refused = run_cli(
+        live_server.data_dir, "key", "create", "--directory", "Default", "--name", "x"
+    )
+    assert refused.returncode != 0
+    assert "stop the server" in refused.stderr and "another Roster process" in refused.stderr
+    listing = run_cli(live_server.data_dir, "key", "list")
+    assert listing.returncode == 0 and "Test key" in listing.stdout and " x " not in listing.stdout
+
+
+def test_a_second_server_on_the_same_folder_refuses_to_start(live_server):
+    second = LiveServer(live_server.data_dir)
+    with pytest.raises(RuntimeError) as refused:
+        second.start()
+    assert "Roster cannot start: another Roster process" in str(refused.value)
+
+
+def test_backup_of_a_running_server_is_a_tinydb_database_with_its_users(live_server, scim_session):
+    created = scim_session.post(
+        f"{scim_session.base}/Users",
+        json={"schemas": [CORE_USER_URN], "userName": "ana@contoso.example", "displayName": "Ana"},
+    ).json()
+    backup = live_server.data_dir.parent / "backup.json"
+    result = run_cli(live_server.data_dir, "backup", str(backup))
+    assert result.returncode == 0, result.stderr
+    users = TinyDB(str(backup)).table("users")
+    assert users.get(where("id") == created["id"])["resource"]["userName"] == "ana@contoso.example"

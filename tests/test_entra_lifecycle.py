@@ -118,9 +118,17 @@ def assert_scim_error(response: requests.Response, status: int, scim_type: str |
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """One server for the module, with keys for three directories made before it starts."""
     data_dir = tmp_path_factory.mktemp("entra") / "data"
     data_dir.mkdir()
+    for directory in ("Other", "Paging"):
+        result = run_cli(data_dir, "directory", "create", directory)
+        assert result.returncode == 0, result.stderr
     server = LiveServer(data_dir)
+    server.tokens = {
+        directory: create_key_with_cli(data_dir, directory)
+        for directory in ("Default", "Other", "Paging")
+    }
     server.start()
     yield server
     server.stop()
@@ -129,7 +137,7 @@ def shared_server(tmp_path_factory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def entra(shared_server) -> Iterator[requests.Session]:
     """Entra's provisioning job, holding a key of the Default directory."""
-    session = open_session(shared_server, create_key_with_cli(shared_server.data_dir))
+    session = open_session(shared_server, shared_server.tokens["Default"])
     yield session
     session.close()
 
@@ -137,9 +145,7 @@ def entra(shared_server) -> Iterator[requests.Session]:
 @pytest.fixture(scope="module")
 def other_directory(shared_server) -> Iterator[requests.Session]:
     """A second Entra tenant, holding a key of another directory on the same server."""
-    result = run_cli(shared_server.data_dir, "directory", "create", "Other")
-    assert result.returncode == 0, result.stderr
-    session = open_session(shared_server, create_key_with_cli(shared_server.data_dir, "Other"))
+    session = open_session(shared_server, shared_server.tokens["Other"])
     yield session
     session.close()
 
@@ -150,9 +156,7 @@ PAGE_USER_NAMES = [f"page-{letter}@contoso.example" for letter in "cabed"]
 @pytest.fixture(scope="module")
 def paging(shared_server) -> Iterator[requests.Session]:
     """A directory holding exactly five users, for paging and sorting."""
-    result = run_cli(shared_server.data_dir, "directory", "create", "Paging")
-    assert result.returncode == 0, result.stderr
-    session = open_session(shared_server, create_key_with_cli(shared_server.data_dir, "Paging"))
+    session = open_session(shared_server, shared_server.tokens["Paging"])
     for user_name in PAGE_USER_NAMES:
         create_user(session, user_name, displayName=user_name.split("@")[0])
     yield session
