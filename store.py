@@ -308,10 +308,12 @@ def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:
 
 
 class _UserIndex:
-    """Per-directory lookups of users that must not scan: case-folded userName and externalId.
+    """Per-directory lookups of users that must not scan.
 
     userName is caseExact false (RFC 7643 §4.1.1), so it is compared casefolded; externalId is
-    caseExact true (RFC 7643 §3.1) and not unique, so it maps to a set of ids.
+    caseExact true (RFC 7643 §3.1) and not unique, so it maps to a set of ids. ``by_directory``
+    keeps creation order, and ``ordered_ids`` a list of it, so any page of an unfiltered list is
+    a slice, as cheap at startIndex 99,901 as at 1.
     """
 
     def __init__(self) -> None:
@@ -319,36 +321,60 @@ class _UserIndex:
         self.by_external_id: dict[tuple[str, str], set[str]] = {}
         self.by_directory: dict[str, dict[str, None]] = {}
         self.by_manager: dict[str, set[str]] = {}
+        self._ordered: dict[str, list[str]] = {}
 
     def add(self, record: dict) -> None:
+        directory_id, user_id = record["directory_id"], record["id"]
+        self.by_directory.setdefault(directory_id, {})[user_id] = None
+        if directory_id in self._ordered:
+            self._ordered[directory_id].append(user_id)
+        self._add_lookups(record)
+
+    def remove(self, record: dict) -> None:
+        directory_id, user_id = record["directory_id"], record["id"]
+        self.by_directory.get(directory_id, {}).pop(user_id, None)
+        self._ordered.pop(directory_id, None)  # rebuilt on the next unfiltered list
+        self._remove_lookups(record)
+
+    def replace(self, old: dict, new: dict) -> None:
+        """An update keeps the user's place in the creation order."""
+        self._remove_lookups(old)
+        self._add_lookups(new)
+
+    def ordered_ids(self, directory_id: str) -> list[str]:
+        if directory_id not in self._ordered:
+            self._ordered[directory_id] = list(self.by_directory.get(directory_id, {}))
+        return self._ordered[directory_id]
+
+    def _add_lookups(self, record: dict) -> None:
         directory_id, resource = record["directory_id"], record["resource"]
         user_id = resource["id"]
         self.by_user_name[(directory_id, resource["userName"].casefold())] = user_id
         external_id = resource.get("externalId")
         if external_id:
             self.by_external_id.setdefault((directory_id, external_id), set()).add(user_id)
-        self.by_directory.setdefault(directory_id, {})[user_id] = None
         manager_id = manager_of(resource)
         if manager_id:
             self.by_manager.setdefault(manager_id, set()).add(user_id)
 
-    def remove(self, record: dict) -> None:
+    def _remove_lookups(self, record: dict) -> None:
         directory_id, resource = record["directory_id"], record["resource"]
         user_id = resource["id"]
         self.by_user_name.pop((directory_id, resource["userName"].casefold()), None)
         external_id = resource.get("externalId")
         if external_id:
-            ids = self.by_external_id.get((directory_id, external_id), set())
-            ids.discard(user_id)
-            if not ids:
-                self.by_external_id.pop((directory_id, external_id), None)
-        self.by_directory.get(directory_id, {}).pop(user_id, None)
+            _discard(self.by_external_id, (directory_id, external_id), user_id)
         manager_id = manager_of(resource)
         if manager_id:
-            reports = self.by_manager.get(manager_id, set())
-            reports.discard(user_id)
-            if not reports:
-                self.by_manager.pop(manager_id, None)
+            _discard(self.by_manager, manager_id, user_id)
+
+
+def _discard(index: dict, key: Any, user_id: str) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(user_id)
+        if not ids:
+            del index[key]
 
 
 def manager_of(resource: dict) -> str | None:
@@ -459,8 +485,8 @@ class Store:
     def _apply(self, changes: dict, doc_keys: dict[tuple[str, str], str]) -> None:
         for (table, doc_id), document in changes.items():
             old = self._tables[table].get(doc_id)
-            if table == "users" and old is not None:
-                self._users.remove(old)
+            if table == "users":
+                self._index_user(old, document)
             if table == "keys" and old is not None:
                 self._keys_by_hash.pop(old["token_hash"], None)
             if document is None:
@@ -471,10 +497,16 @@ class Store:
             key = doc_keys[(table, doc_id)]
             self._doc_keys[table][doc_id] = key
             self._next_doc_key[table] = max(self._next_doc_key[table], int(key) + 1)
-            if table == "users":
-                self._users.add(document)
             if table == "keys":
                 self._keys_by_hash[document["token_hash"]] = doc_id
+
+    def _index_user(self, old: dict | None, new: dict | None) -> None:
+        if old is not None and new is not None:
+            self._users.replace(old, new)
+        elif old is not None:
+            self._users.remove(old)
+        elif new is not None:
+            self._users.add(new)
 
     # -- compaction and backup -----------------------------------------------------------------
 
@@ -678,14 +710,18 @@ class Store:
         ``matches`` then checks the whole filter. Only the page is copied.
         """
         with self._reading():
-            candidates = self._user_candidates(directory_id, equal_terms or {})
-            found = [r for r in candidates if matches is None or matches(r)]
-            total = len(found)
-            if sort_key is not None:
-                found.sort(key=sort_key, reverse=descending)
             begin = max(start_index, 1) - 1
             end = None if count is None else begin + max(count, 0)
-            return total, copy.deepcopy(found[begin:end])
+            if matches is None and sort_key is None and not equal_terms:
+                ordered = self._users.ordered_ids(directory_id)
+                users = self._tables["users"]
+                page = [users[user_id]["resource"] for user_id in ordered[begin:end]]
+                return len(ordered), copy.deepcopy(page)
+            candidates = self._user_candidates(directory_id, equal_terms or {})
+            found = [r for r in candidates if matches is None or matches(r)]
+            if sort_key is not None:
+                found.sort(key=sort_key, reverse=descending)
+            return len(found), copy.deepcopy(found[begin:end])
 
     def _user_candidates(self, directory_id: str, equal_terms: dict[str, str]) -> list[dict]:
         users = self._tables["users"]

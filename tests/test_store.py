@@ -267,3 +267,14 @@ def test_a_gap_in_the_journal_is_refused_not_guessed(tmp_path):
     journal.write_bytes(lines[0] + lines[0].replace(b'"seq":1', b'"seq":5'))
     with pytest.raises(CorruptDataError):
         Store(str(tmp_path))
+
+
+def test_an_update_keeps_the_users_place_in_an_unfiltered_list(store, directory):
+    ids = [store.create_user(directory["id"], user(f"u{n}@c.example"), "t")["id"] for n in range(4)]
+    store.update_user(directory["id"], ids[1], lambda u: {**u, "title": "Lead"}, "t")
+    total, page = store.search_users(directory["id"], start_index=2, count=2)
+    assert total == 4
+    assert [u["id"] for u in page] == ids[1:3]
+    store.delete_user(directory["id"], ids[0], "t")
+    total, page = store.search_users(directory["id"], start_index=1, count=10)
+    assert (total, [u["id"] for u in page]) == (3, ids[1:])
