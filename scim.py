@@ -170,15 +170,13 @@ def render_user(resource: dict) -> dict:
     enterprise = resource.get(ENTERPRISE_USER_URN)
     if enterprise and "manager" in enterprise:
         manager_id = enterprise["manager"]["value"]
-        manager = store().get_user(g.directory_id, manager_id)
+        manager_name = store().display_name_of(g.directory_id, manager_id)
         rendered_enterprise = {k: v for k, v in enterprise.items() if k != "manager"}
-        if manager is not None:
-            rendered_enterprise["manager"] = {
-                "value": manager_id,
-                "$ref": user_location(manager_id),
-            }
-            if "displayName" in manager:
-                rendered_enterprise["manager"]["displayName"] = manager["displayName"]
+        if manager_name is not None:
+            reference = {"value": manager_id, "$ref": user_location(manager_id)}
+            if manager_name:
+                reference["displayName"] = manager_name
+            rendered_enterprise["manager"] = reference
         if rendered_enterprise:
             rendered[ENTERPRISE_USER_URN] = rendered_enterprise
         else:

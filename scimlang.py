@@ -123,6 +123,21 @@ class ResourceSchema:
             )
             for ext in extensions
         }
+        self.hidden_by_default = self._hidden_by_default()
+
+    def _hidden_by_default(self) -> frozenset[str] | None:
+        """Top-level names a default response leaves out ("returned": never/request), or None
+        when some sub-attribute is hidden too, so that the default needs the full projection."""
+        hidden = set()
+        attributes = list(self._core.values())
+        for _urn, extension in self._extensions.values():
+            attributes.extend(extension.values())
+        for attr in attributes:
+            if attr.returned in ("never", "request"):
+                hidden.add(attr.name)
+            elif any(s.returned in ("never", "request") for s in attr.sub_attributes.values()):
+                return None
+        return frozenset(hidden)
 
     @property
     def extension_urns(self) -> list[str]:
@@ -621,13 +636,18 @@ def project(
     attributes: list[str] | None,
     excluded: list[str] | None,
 ) -> dict:
-    """Apply RFC 7644 §3.4.2.5 ``attributes`` / ``excludedAttributes`` to a copy of ``resource``.
+    """Apply RFC 7644 §3.4.2.5 ``attributes`` / ``excludedAttributes`` to ``resource``.
+
+    The result is a new dict, but values it keeps whole are shared with ``resource``, not copied.
 
     ``attributes`` replaces the default set; ``excluded`` trims it. Attributes whose schema
     "returned" is "always" (id, schemas) stay either way, "never" ones (password) always go, and
     "request" ones appear only when named. Names the schema does not know are ignored: §3.4.2.5
     defines no error for them.
     """
+    if not attributes and not excluded and schema.hidden_by_default is not None:
+        hidden = schema.hidden_by_default
+        return {k: v for k, v in resource.items() if k not in hidden and _is_present(v)}
     included = _projection_index(attributes, schema) if attributes else None
     dropped = _projection_index(excluded or [], schema)
     projected: dict = {}
@@ -640,7 +660,7 @@ def project(
         else:
             kept = value if included is None else None  # a key no schema describes
         if _is_present(kept):
-            projected[key] = copy.deepcopy(kept)
+            projected[key] = kept
     return projected
 
 

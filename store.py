@@ -14,7 +14,6 @@ journal is folded into a new snapshot in the background, and at shutdown.
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import hashlib
 import json
@@ -48,6 +47,15 @@ class UniquenessError(Exception):
 
 class NotFoundError(Exception):
     """The record named by a write does not exist (or not in that directory)."""
+
+
+def copy_document(value: Any) -> Any:
+    """A deep copy of JSON-shaped data, about three times faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {key: copy_document(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_document(item) for item in value]
+    return value
 
 
 def utc_now() -> str:
@@ -568,7 +576,7 @@ class Store:
                 "created": utc_now(),
             }
             changes[("directories", directory["id"])] = directory
-        return copy.deepcopy(directory)
+        return copy_document(directory)
 
     def _directory_id_by_name(self, name: str) -> str | None:
         wanted = name.casefold()
@@ -579,16 +587,16 @@ class Store:
 
     def get_directory(self, directory_id: str) -> dict | None:
         with self._reading():
-            return copy.deepcopy(self._tables["directories"].get(directory_id))
+            return copy_document(self._tables["directories"].get(directory_id))
 
     def find_directory_by_name(self, name: str) -> dict | None:
         with self._reading():
             directory_id = self._directory_id_by_name(name)
-            return copy.deepcopy(self._tables["directories"].get(directory_id or ""))
+            return copy_document(self._tables["directories"].get(directory_id or ""))
 
     def list_directories(self) -> list[dict]:
         with self._reading():
-            directories = copy.deepcopy(list(self._tables["directories"].values()))
+            directories = copy_document(list(self._tables["directories"].values()))
         return sorted(directories, key=lambda d: d["name"].casefold())
 
     def delete_directory(self, directory_id: str, actor: str) -> int:
@@ -612,7 +620,7 @@ class Store:
     def create_user(self, directory_id: str, resource: dict, actor: str) -> dict:
         """Store a new user; assigns ``id`` and ``meta`` (RFC 7643 §3.1: both are the server's)."""
         now = utc_now()
-        resource = copy.deepcopy(resource)
+        resource = copy_document(resource)
         resource["id"] = new_id()
         with self._writing() as changes:
             self._check_directory(directory_id)
@@ -622,12 +630,12 @@ class Store:
             record = {"id": resource["id"], "directory_id": directory_id, "resource": resource}
             changes[("users", resource["id"])] = record
             self._audit(changes, directory_id, actor, "user.create", resource["id"])
-        return copy.deepcopy(resource)
+        return copy_document(resource)
 
     def get_user(self, directory_id: str, user_id: str) -> dict | None:
         with self._reading():
             record = self._user_record(directory_id, user_id)
-            return copy.deepcopy(record["resource"]) if record else None
+            return copy_document(record["resource"]) if record else None
 
     def replace_user(self, directory_id: str, user_id: str, resource: dict, actor: str) -> dict:
         return self.update_user(directory_id, user_id, lambda _current: resource, actor)
@@ -645,7 +653,7 @@ class Store:
             if record is None:
                 raise NotFoundError(user_id)
             old_resource = record["resource"]
-            resource = copy.deepcopy(change(copy.deepcopy(old_resource)))
+            resource = copy_document(change(copy_document(old_resource)))
             self._check_user_name_free(directory_id, resource["userName"], user_id)
             resource["id"] = user_id
             resource["meta"] = {
@@ -656,7 +664,7 @@ class Store:
             resource["meta"]["version"] = resource_version(resource)
             changes[("users", user_id)] = {**record, "resource": resource}
             self._audit(changes, directory_id, actor, "user.update", user_id)
-        return copy.deepcopy(resource)
+        return copy_document(resource)
 
     def delete_user(self, directory_id: str, user_id: str, actor: str) -> None:
         """Delete a user; their direct reports lose the dangling manager in the same write."""
@@ -670,7 +678,7 @@ class Store:
 
     def _without_manager(self, user_id: str) -> dict:
         record = self._tables["users"][user_id]
-        resource = copy.deepcopy(record["resource"])
+        resource = copy_document(record["resource"])
         enterprise = resource[ENTERPRISE_USER_URN]
         del enterprise["manager"]
         if not enterprise:
@@ -680,11 +688,17 @@ class Store:
         resource["meta"]["version"] = resource_version(resource)
         return {**record, "resource": resource}
 
+    def display_name_of(self, directory_id: str, user_id: str) -> str | None:
+        """A user's displayName without copying the user; None when there is no such user."""
+        with self._reading():
+            record = self._user_record(directory_id, user_id)
+            return record["resource"].get("displayName", "") if record else None
+
     def direct_reports(self, directory_id: str, manager_id: str) -> list[dict]:
         with self._reading():
             ids = self._users.by_manager.get(manager_id, ())
             return [
-                copy.deepcopy(r["resource"])
+                copy_document(r["resource"])
                 for i in ids
                 if (r := self._user_record(directory_id, i))
             ]
@@ -716,12 +730,12 @@ class Store:
                 ordered = self._users.ordered_ids(directory_id)
                 users = self._tables["users"]
                 page = [users[user_id]["resource"] for user_id in ordered[begin:end]]
-                return len(ordered), copy.deepcopy(page)
+                return len(ordered), copy_document(page)
             candidates = self._user_candidates(directory_id, equal_terms or {})
             found = [r for r in candidates if matches is None or matches(r)]
             if sort_key is not None:
                 found.sort(key=sort_key, reverse=descending)
-            return len(found), copy.deepcopy(found[begin:end])
+            return len(found), copy_document(found[begin:end])
 
     def _user_candidates(self, directory_id: str, equal_terms: dict[str, str]) -> list[dict]:
         users = self._tables["users"]
@@ -767,13 +781,13 @@ class Store:
             self._check_directory(directory_id)
             changes[("keys", key["id"])] = key
             self._audit(changes, directory_id, actor, "key.create", key["id"])
-        return copy.deepcopy(key)
+        return copy_document(key)
 
     def find_key_by_token_hash(self, token_hash: str) -> dict | None:
         """Keys are found by the hash of their token, never by the token itself."""
         with self._reading():
             key_id = self._keys_by_hash.get(token_hash)
-            return copy.deepcopy(self._tables["keys"].get(key_id or ""))
+            return copy_document(self._tables["keys"].get(key_id or ""))
 
     def list_keys(self, directory_id: str | None = None) -> list[dict]:
         with self._reading():
@@ -782,7 +796,7 @@ class Store:
                 for k in self._tables["keys"].values()
                 if directory_id is None or k["directory_id"] == directory_id
             ]
-            return sorted(copy.deepcopy(keys), key=lambda k: k["created"])
+            return sorted(copy_document(keys), key=lambda k: k["created"])
 
     def delete_key(self, key_id: str, actor: str) -> None:
         with self._writing() as changes:
@@ -830,7 +844,7 @@ class Store:
                 for e in self._tables["audit"].values()
                 if directory_id is None or e["directory_id"] == directory_id
             ]
-            return sorted(copy.deepcopy(entries), key=lambda e: e["time"], reverse=True)
+            return sorted(copy_document(entries), key=lambda e: e["time"], reverse=True)
 
 
 def _parse_time(value: str) -> datetime:
