@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import suppress
 from typing import Any
+from urllib.parse import quote
 
 import click
 from flask import Flask, Response, current_app, g, request
@@ -35,6 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
         DATA_DIR=os.environ.get("ROSTER_DATA_DIR", os.path.join(os.getcwd(), "data")),
+        PUBLIC_URL=os.environ.get("ROSTER_PUBLIC_URL") or None,
         MAX_CONTENT_LENGTH=1024 * 1024,
         JSON_SORT_KEYS=False,
     )
@@ -117,12 +119,17 @@ def configure_request_log(app: Flask) -> None:
         request_log.info(
             "%s %s %s %.1fms key=%s",
             request.method,
-            request.full_path.rstrip("?"),
+            loggable(request.full_path.rstrip("?")),
             response.status_code,
             elapsed_ms,
             key["name"] if key else "-",
         )
         return response
+
+
+def loggable(text: str) -> str:
+    """Percent-encode what could forge or break a log line (newlines, NUL, spaces)."""
+    return quote(text, safe="/?&=:;,+@!$'()*[]~%\"-._")
 
 
 # -- operator CLI -------------------------------------------------------------------------------

@@ -67,6 +67,9 @@ MAPPING_TABLE: list[tuple[str, str, str, bool]] = [
 ]
 
 EMAIL_PATTERN = r"^.+@.+\..+$"
+PHONE_PATTERN = r"^[ 0-9_./()*#+-]*$"
+# A userName is printed, typed and matched: no control characters, not blank.
+USER_NAME_PATTERN = r"^(?!\s*$)[^\x00-\x1f\x7f]+$"
 
 
 def _text(maximum: int, *rules: validate.Validator) -> fields.String:
@@ -100,7 +103,7 @@ class EmailSchema(_MultiValue):
 
 
 class PhoneNumberSchema(_MultiValue):
-    value = _text(45)
+    value = _text(45, validate.Regexp(PHONE_PATTERN, error="only digits, spaces and ./()*#+-_"))
 
 
 class AddressSchema(_MultiValue):
@@ -147,16 +150,24 @@ class UserSchema(_Strict):
 
     schemas = fields.List(fields.String(), required=True)
     externalId = _text(200)
-    userName = fields.String(required=True, validate=validate.Length(min=1, max=150))
+    userName = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=150),
+            validate.Regexp(
+                USER_NAME_PATTERN, error="must not be blank or hold control characters"
+            ),
+        ],
+    )
     name = fields.Nested(NameSchema)
     displayName = fields.String(required=True, validate=validate.Length(min=1, max=200))
     nickName = _text(200)
-    profileUrl = _text(1024)
+    profileUrl = _text(200)
     title = _text(200)
-    userType = _text(100)
-    preferredLanguage = _text(50)
-    locale = _text(50)
-    timezone = _text(100)
+    userType = _text(150)
+    preferredLanguage = _text(45)
+    locale = _text(45)
+    timezone = _text(45)
     active = fields.Boolean()
     emails = _many(EmailSchema)
     phoneNumbers = _many(PhoneNumberSchema)
@@ -189,6 +200,8 @@ class UserSchema(_Strict):
             entries = data.get(attribute, [])
             for entry in entries:
                 kind = (entry.get("type") or "").casefold()
+                if not kind:
+                    continue
                 if kind in seen:
                     raise ValidationError(f'more than one entry of type "{kind}"', attribute)
                 seen.add(kind)

@@ -29,7 +29,7 @@ from schemas import (
     load_user,
 )
 from scimlang import ScimError, apply_patch, compile_filter, equality_terms, project, sort_key
-from store import NotFoundError, Store, UniquenessError
+from store import BrokenReferenceError, NotFoundError, Store, UniquenessError
 
 bp = Blueprint("scim", __name__, url_prefix="/v2")
 
@@ -130,10 +130,18 @@ def require_directory_key() -> Response | None:
             headers={"WWW-Authenticate": 'Bearer realm="Roster SCIM"'},
         )
     g.key = key
-    g.actor = f"key:{key['name']}"
+    g.actor = key["name"]
     g.directory_id = key["directory_id"]
     store().touch_key(key["id"])
     return None
+
+
+@bp.after_request
+def scim_media_type(response: Response) -> Response:
+    """Flask's automatic OPTIONS answer is the one /v2 response not built here."""
+    if request.method == "OPTIONS":
+        response.mimetype = SCIM_MEDIA_TYPE
+    return response
 
 
 def request_json() -> Any:
@@ -146,10 +154,23 @@ def request_json() -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise ScimError(400, f"the body is not valid JSON: {error}", "invalidSyntax") from None
+    except RecursionError:
+        raise ScimError(400, "the body nests too deeply", "invalidSyntax") from None
+
+
+def request_object(what: str) -> dict:
+    """The body as a JSON object: anything else is the wrong message structure (invalidSyntax)."""
+    body = request_json()
+    if not isinstance(body, dict):
+        raise ScimError(400, f"the body of {what} must be a JSON object", "invalidSyntax")
+    return body
 
 
 def base_url() -> str:
-    return request.url_root.rstrip("/") + bp.url_prefix
+    """Where clients reach /v2: ROSTER_PUBLIC_URL when set (behind a proxy), else the request's."""
+    public = current_app.config.get("PUBLIC_URL")
+    root = public or request.url_root
+    return root.rstrip("/") + bp.url_prefix
 
 
 # -- users --------------------------------------------------------------------------------------
@@ -193,7 +214,7 @@ def shape_user(
 
 
 def user_response(resource: dict, status: int = 200) -> Response:
-    headers = {"ETag": resource["meta"]["version"]}
+    headers = {}
     if status == 201:
         headers["Location"] = user_location(resource["id"])
     search = search_request(request.args.to_dict())
@@ -208,7 +229,8 @@ def storable_user(body: Any, own_id: str | None = None) -> dict:
 
 
 def check_manager(user: dict, own_id: str | None) -> None:
-    """The manager must be another user of the same directory (RFC 7643 §4.3 manager.value)."""
+    """Drop an empty manager; refuse a user as their own manager. (That the manager is a user
+    of the directory is checked by the store, under its lock.)"""
     manager = user.get(ENTERPRISE_USER_URN, {}).get("manager")
     if manager is None:
         return
@@ -221,10 +243,6 @@ def check_manager(user: dict, own_id: str | None) -> None:
         return
     if manager_id == own_id:
         raise ScimError(400, "manager: a user cannot be their own manager", "invalidValue")
-    if store().get_user(g.directory_id, manager_id) is None:
-        raise ScimError(
-            400, f"manager: no user with id {manager_id} in this directory", "invalidValue"
-        )
     user[ENTERPRISE_USER_URN]["manager"] = {"value": manager_id}
 
 
@@ -236,11 +254,13 @@ def stored_change(write: Callable[[], dict]) -> dict:
         raise ScimError(409, str(error), "uniqueness") from None
     except NotFoundError:
         raise ScimError(404, "resource not found") from None
+    except BrokenReferenceError as error:
+        raise ScimError(400, str(error), "invalidValue") from None
 
 
 @bp.post("/Users", strict_slashes=False)
 def create_user() -> Response:
-    user = storable_user(request_json())
+    user = storable_user(request_object("a User"))
     created = stored_change(lambda: store().create_user(g.directory_id, user, g.actor))
     return user_response(created, 201)
 
@@ -336,9 +356,7 @@ def list_users() -> Response:
 @bp.post("/.search", strict_slashes=False)
 def search_users() -> Response:
     """RFC 7644 §3.4.3 search by POST; at the root it covers Users, the one resource type."""
-    body = request_json()
-    if not isinstance(body, dict):
-        raise ScimError(400, "a SearchRequest must be a JSON object", "invalidSyntax")
+    body = request_object("a SearchRequest")
     schemas = [s.casefold() for s in body.get("schemas", []) if isinstance(s, str)]
     if SEARCH_REQUEST_URN.casefold() not in schemas:
         raise ScimError(400, f"schemas must list {SEARCH_REQUEST_URN}", "invalidSyntax")
@@ -360,14 +378,14 @@ def existing_user(user_id: str) -> dict:
 @bp.put("/Users/<user_id>", strict_slashes=False)
 def replace_user(user_id: str) -> Response:
     existing_user(user_id)
-    user = storable_user(request_json(), user_id)
+    user = storable_user(request_object("a User"), user_id)
     replaced = stored_change(lambda: store().replace_user(g.directory_id, user_id, user, g.actor))
     return user_response(replaced)
 
 
 @bp.patch("/Users/<user_id>", strict_slashes=False)
 def patch_user(user_id: str) -> Response:
-    operations = patch_operations(request_json())
+    operations = patch_operations(request_object("a PatchOp"))
 
     def patched(current: dict) -> dict:
         current = {k: v for k, v in current.items() if k not in ("id", "meta")}
@@ -377,10 +395,8 @@ def patch_user(user_id: str) -> Response:
     return user_response(updated)
 
 
-def patch_operations(body: Any) -> list:
+def patch_operations(body: dict) -> list:
     """The Operations of a PatchOp request (RFC 7644 §3.5.2), keys matched in any case."""
-    if not isinstance(body, dict):
-        raise ScimError(400, "a PATCH body must be a JSON object", "invalidSyntax")
     fields = {key.casefold(): value for key, value in body.items()}
     schemas = fields.get("schemas")
     if not isinstance(schemas, list) or PATCH_OP_URN.casefold() not in (
@@ -390,7 +406,10 @@ def patch_operations(body: Any) -> list:
     operations = fields.get("operations")
     if not isinstance(operations, list) or not operations:
         raise ScimError(400, "Operations must be a non-empty list", "invalidSyntax")
-    return operations
+    return [
+        {key.casefold(): value for key, value in op.items()} if isinstance(op, dict) else op
+        for op in operations
+    ]
 
 
 @bp.delete("/Users/<user_id>", strict_slashes=False)
@@ -406,7 +425,6 @@ def service_provider_config() -> dict:
     """What this server supports, and nothing it does not (RFC 7643 §5)."""
     return {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "documentationUri": "https://github.com/roster/roster#readme",
         "patch": {"supported": True},
         "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": True, "maxResults": MAX_PAGE_SIZE},

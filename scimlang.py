@@ -9,6 +9,7 @@ handled here, in one place, so that the views only move JSON in and out.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import operator
 import re
@@ -469,6 +470,23 @@ class _FilterParser:
         )
 
 
+def _too_deep_is(scim_type: str) -> Callable:
+    """A filter or path nested past Python's recursion limit is bad input, never a 500."""
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except RecursionError:
+                raise _bad_request(scim_type, "the expression nests too deeply") from None
+
+        return guarded
+
+    return decorate
+
+
+@_too_deep_is("invalidFilter")
 def parse_filter(text: str) -> Filter:
     """Parse a SCIM filter (RFC 7644 §3.4.2.2); syntax errors raise 400 invalidFilter.
 
@@ -476,7 +494,9 @@ def parse_filter(text: str) -> Filter:
     of type work whose value equals x": Entra filters on its matching attribute, and the mail
     mapping is that very path (entra-scim.md §3.11).
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise _invalid_filter("the filter must be a string")
+    if not text.strip():
         raise _invalid_filter("the filter is empty")
     return _FilterParser(text).parse()
 
@@ -489,6 +509,7 @@ _ORDERINGS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": ope
 _SUBSTRING_TESTS = {"co": operator.contains, "sw": str.startswith, "ew": str.endswith}
 
 
+@_too_deep_is("invalidFilter")
 def compile_filter(text: str, schema: ResourceSchema) -> Callable[[dict], bool]:
     """Turn a filter into a predicate over resources, resolving every attribute up front.
 
@@ -581,6 +602,7 @@ def _conjuncts(node: Filter) -> Iterator[Filter]:
         yield node
 
 
+@_too_deep_is("invalidFilter")
 def equality_terms(text_or_filter: str | Filter, schema: ResourceSchema) -> dict[str, str]:
     """The top-level ``attr eq "literal"`` terms joined by ``and``, keyed by lower-case path.
 
@@ -607,6 +629,8 @@ def sort_key(sort_by: str, schema: ResourceSchema) -> Callable[[dict], tuple]:
     value sort last; ``reverse=True`` puts them first, as §3.4.2.3 wants for "descending".
     An unknown attribute is 400 invalidValue (§3.4.2.3 names no error; the value is bad).
     """
+    if not isinstance(sort_by, str):
+        raise _bad_request("invalidValue", "sortBy must be an attribute name")
     ref = _scalar_ref(schema.resolve(sort_by, "invalidValue"), sort_by, "invalidValue")
 
     def key(resource: dict) -> tuple:
@@ -765,6 +789,7 @@ class _PatchTarget:
     template: dict | None = None
 
 
+@_too_deep_is("invalidPath")
 def apply_patch(resource: dict, operations: list[dict], schema: ResourceSchema) -> dict:
     """Apply PATCH ``operations`` (RFC 7644 §3.5.2) to a deep copy of ``resource``; return it.
 

@@ -49,6 +49,11 @@ class NotFoundError(Exception):
     """The record named by a write does not exist (or not in that directory)."""
 
 
+class BrokenReferenceError(Exception):
+    """A write refers to a record that is not there, e.g. a manager who is no user of the
+    directory; checked under the store's lock so a concurrent delete cannot slip between."""
+
+
 def copy_document(value: Any) -> Any:
     """A deep copy of JSON-shaped data, about three times faster than ``copy.deepcopy``."""
     if isinstance(value, dict):
@@ -625,6 +630,7 @@ class Store:
         with self._writing() as changes:
             self._check_directory(directory_id)
             self._check_user_name_free(directory_id, resource["userName"], None)
+            self._check_manager_exists(directory_id, resource)
             resource["meta"] = {"resourceType": "User", "created": now, "lastModified": now}
             resource["meta"]["version"] = resource_version(resource)
             record = {"id": resource["id"], "directory_id": directory_id, "resource": resource}
@@ -655,6 +661,7 @@ class Store:
             old_resource = record["resource"]
             resource = copy_document(change(copy_document(old_resource)))
             self._check_user_name_free(directory_id, resource["userName"], user_id)
+            self._check_manager_exists(directory_id, resource)
             resource["id"] = user_id
             resource["meta"] = {
                 "resourceType": "User",
@@ -675,6 +682,7 @@ class Store:
             self._audit(changes, directory_id, actor, "user.delete", user_id)
             for report_id in self._users.by_manager.get(user_id, ()):
                 changes[("users", report_id)] = self._without_manager(report_id)
+                self._audit(changes, directory_id, actor, "user.manager_removed", report_id)
 
     def _without_manager(self, user_id: str) -> dict:
         record = self._tables["users"][user_id]
@@ -761,6 +769,11 @@ class Store:
         holder = self._users.by_user_name.get((directory_id, user_name.casefold()))
         if holder is not None and holder != own_id:
             raise UniquenessError(f'userName "{user_name}" is already taken in this directory')
+
+    def _check_manager_exists(self, directory_id: str, resource: dict) -> None:
+        manager_id = manager_of(resource)
+        if manager_id and self._user_record(directory_id, manager_id) is None:
+            raise BrokenReferenceError(f"manager: no user with id {manager_id} in this directory")
 
     def _check_directory(self, directory_id: str) -> None:
         if directory_id not in self._tables["directories"]:

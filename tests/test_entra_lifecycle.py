@@ -822,3 +822,23 @@ def test_request_log_names_each_request_and_never_the_token_or_body(live_server,
     assert token not in log
     assert password not in log
     assert secret_title not in log
+
+
+# -- restart (kept last: it restarts the module's server) ---------------------------------------
+
+
+def all_users(session: requests.Session) -> list[dict]:
+    body = session.get(f"{session.base}/Users", params={"count": 1000}).json()
+    assert body["totalResults"] == len(body["Resources"])
+    return body["Resources"]
+
+
+def test_the_lifecycles_users_survive_a_restart_of_its_server(shared_server, entra, paging):
+    """Everything this module provisioned (19 attributes, disabled users, manager links) reads
+    back identical after the server restarts on the same data folder."""
+    before = {"Default": all_users(entra), "Paging": all_users(paging)}
+    assert len(before["Default"]) > 10
+    shared_server.stop()
+    shared_server.start()
+    after = {"Default": all_users(entra), "Paging": all_users(paging)}
+    assert after == before

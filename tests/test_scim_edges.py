@@ -1,0 +1,148 @@
+"""Hostile and odd requests: each gets a clear SCIM error (or works) and changes nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import auth
+from app import create_app, loggable
+from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, PATCH_OP_URN
+
+SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+@pytest.fixture
+def scim(tmp_path):
+    """An in-process client holding a key, for requests a browser-less client would send."""
+    app = create_app({"DATA_DIR": str(tmp_path / "data"), "PUBLIC_URL": "https://roster.example"})
+    store = app.extensions["roster.store"]
+    directory = store.list_directories()[0]
+    _key, token = auth.create_directory_key(store, directory["id"], "Entra key", "test")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    client.store = store
+    client.directory_id = directory["id"]
+    yield client
+    store.close()
+
+
+def send(client, method: str, path: str, body) -> tuple[int, dict]:
+    data = body if isinstance(body, str) else json.dumps(body)
+    response = client.open(
+        path, method=method, data=data, content_type="application/scim+json; charset=utf-8"
+    )
+    assert response.mimetype == "application/scim+json"
+    return response.status_code, response.get_json(silent=True) or {}
+
+
+def user(user_name="ana@contoso.example", **extra) -> dict:
+    return {"schemas": [CORE_USER_URN], "userName": user_name, "displayName": "Ana", **extra}
+
+
+def test_deeply_nested_json_is_invalid_syntax(scim):
+    status, body = send(scim, "POST", "/v2/Users", "[" * 100000 + "]" * 100000)
+    assert (status, body["scimType"]) == (400, "invalidSyntax")
+
+
+@pytest.mark.parametrize("body", [[1, 2], "a string", None])
+def test_a_body_that_is_not_an_object_is_invalid_syntax(scim, body):
+    status, answer = send(scim, "POST", "/v2/Users", body)
+    assert (status, answer["scimType"]) == (400, "invalidSyntax")
+
+
+@pytest.mark.parametrize(
+    "filter_text",
+    ["not(" * 2000 + "userName pr" + ")" * 2000, 'userName eq "x" and ' * 3000 + "userName pr"],
+)
+def test_deeply_nested_filters_are_invalid_filter(scim, filter_text):
+    response = scim.get("/v2/Users", query_string={"filter": filter_text})
+    assert (response.status_code, response.get_json()["scimType"]) == (400, "invalidFilter")
+
+
+def test_search_request_with_wrongly_typed_fields_is_refused(scim):
+    status, body = send(scim, "POST", "/v2/.search", {"schemas": [SEARCH_URN], "sortBy": ["x"]})
+    assert (status, body["scimType"]) == (400, "invalidValue")
+    status, body = send(scim, "POST", "/v2/.search", {"schemas": [SEARCH_URN], "filter": 123})
+    assert (status, body["scimType"]) == (400, "invalidFilter")
+    assert "string" in body["detail"]
+
+
+def test_search_by_post_finds_users(scim):
+    send(scim, "POST", "/v2/Users", user())
+    status, body = send(
+        scim,
+        "POST",
+        "/v2/Users/.search",
+        {"schemas": [SEARCH_URN], "filter": 'userName eq "ANA@contoso.example"'},
+    )
+    assert (status, body["totalResults"]) == (200, 1)
+
+
+def test_patch_operation_keys_are_case_insensitive(scim):
+    _, created = send(scim, "POST", "/v2/Users", user())
+    operation = {"OP": "Add", "PATH": "title", "VALUE": "Engineer"}
+    status, body = send(
+        scim,
+        "PATCH",
+        f"/v2/Users/{created['id']}",
+        {"schemas": [PATCH_OP_URN], "Operations": [operation]},
+    )
+    assert (status, body["title"]) == (200, "Engineer")
+
+
+def test_options_answers_in_scim_media_type(scim):
+    assert scim.options("/v2/Users").mimetype == "application/scim+json"
+
+
+def test_entries_without_a_type_are_not_duplicates(scim):
+    emails = [{"value": "a@b.example"}, {"value": "c@d.example"}]
+    status, body = send(scim, "POST", "/v2/Users", user(emails=emails))
+    assert (status, len(body["emails"])) == (201, 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"phoneNumbers": [{"type": "work", "value": "call me"}]}, "phoneNumbers"),
+        ({"userName": "   "}, "userName"),
+        ({"userName": "ctl\u0000@contoso.example"}, "userName"),
+        ({"preferredLanguage": "x" * 46}, "preferredLanguage"),
+    ],
+)
+def test_values_beyond_the_hosted_products_rules_are_refused(scim, extra, field):
+    status, body = send(scim, "POST", "/v2/Users", user(**extra))
+    assert (status, body["scimType"]) == (400, "invalidValue")
+    assert field in body["detail"]
+    assert scim.store.count_users(scim.directory_id) == 0
+
+
+def test_a_manager_who_is_not_a_user_of_the_directory_is_refused(scim):
+    status, body = send(
+        scim, "POST", "/v2/Users", user(**{ENTERPRISE_USER_URN: {"manager": {"value": "nobody"}}})
+    )
+    assert (status, body["scimType"]) == (400, "invalidValue")
+    assert "manager" in body["detail"]
+
+
+def test_locations_use_the_configured_public_url(scim):
+    status, body = send(scim, "POST", "/v2/Users", user())
+    assert status == 201
+    assert body["meta"]["location"] == f"https://roster.example/v2/Users/{body['id']}"
+
+
+def test_the_audit_log_names_the_key_and_the_reports_who_lost_their_manager(scim):
+    _, boss = send(scim, "POST", "/v2/Users", user("boss@contoso.example"))
+    _, ana = send(
+        scim, "POST", "/v2/Users", user(**{ENTERPRISE_USER_URN: {"manager": {"value": boss["id"]}}})
+    )
+    scim.delete(f"/v2/Users/{boss['id']}")
+    entries = scim.store.list_audit(scim.directory_id)
+    assert {e["actor"] for e in entries if e["action"].startswith("user.")} == {"Entra key"}
+    assert ("user.manager_removed", ana["id"]) in {(e["action"], e["target"]) for e in entries}
+
+
+def test_log_lines_cannot_be_forged_through_the_path():
+    assert "\n" not in loggable("/v2/Users/x\n2026-11-27 DELETE /v2/Users/y 204")
+    assert "\x00" not in loggable("/v2/Users/\x00")
