@@ -18,6 +18,7 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     pre_load,
     validate,
     validates_schema,
@@ -119,17 +120,17 @@ class ValueSchema(_MultiValue):
     value = _text(1024)
 
 
-class GroupRefSchema(_Strict):
-    value = fields.String()
-    ref = fields.String(data_key="$ref")
-    display = fields.String()
-    type = fields.String()
-
-
 class ManagerSchema(_Strict):
     value = fields.String()
     ref = fields.String(data_key="$ref")
     displayName = fields.String()
+
+    @post_load
+    def scim_names(self, data: dict, **kwargs: Any) -> dict:
+        """Loaded data keeps SCIM's names, so it is stored as it is, without a dump pass."""
+        if "ref" in data:
+            data["$ref"] = data.pop("ref")
+        return data
 
 
 class EnterpriseUserSchema(_Strict):
@@ -207,6 +208,12 @@ class UserSchema(_Strict):
                 seen.add(kind)
             if sum(1 for entry in entries if entry.get("primary")) > 1:
                 raise ValidationError("at most one entry may be primary", attribute)
+
+    @post_load
+    def scim_names(self, data: dict, **kwargs: Any) -> dict:
+        if "enterprise" in data:
+            data[ENTERPRISE_USER_URN] = data.pop("enterprise")
+        return data
 
     @validates_schema
     def lists_core_schema(self, data: dict, **kwargs: Any) -> None:
@@ -308,7 +315,7 @@ def load_user(data: Any) -> dict:
         loaded = _USER_SCHEMA.load(data)
     except ValidationError as error:
         raise ScimError(400, describe_validation_error(error.messages), "invalidValue") from None
-    user = prune_empty(_USER_SCHEMA.dump(loaded))
+    user = prune_empty(loaded)
     user["schemas"] = [CORE_USER_URN] + (
         [ENTERPRISE_USER_URN] if ENTERPRISE_USER_URN in user else []
     )

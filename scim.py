@@ -168,9 +168,10 @@ def request_object(what: str) -> dict:
 
 def base_url() -> str:
     """Where clients reach /v2: ROSTER_PUBLIC_URL when set (behind a proxy), else the request's."""
-    public = current_app.config.get("PUBLIC_URL")
-    root = public or request.url_root
-    return root.rstrip("/") + bp.url_prefix
+    if "scim_base_url" not in g:
+        root = current_app.config.get("PUBLIC_URL") or request.url_root
+        g.scim_base_url = root.rstrip("/") + bp.url_prefix
+    return g.scim_base_url
 
 
 # -- users --------------------------------------------------------------------------------------

