@@ -170,6 +170,7 @@ class _DataFolder:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
+            self.journal_bytes = 0  # nothing left to compact: a second close is a no-op
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None

@@ -278,3 +278,13 @@ def test_an_update_keeps_the_users_place_in_an_unfiltered_list(store, directory)
     store.delete_user(directory["id"], ids[0], "t")
     total, page = store.search_users(directory["id"], start_index=1, count=10)
     assert (total, [u["id"] for u in page]) == (3, ids[1:])
+
+
+def test_closing_twice_is_harmless_and_frees_the_folder(tmp_path):
+    store = Store(str(tmp_path))
+    store.create_directory("Contoso")
+    store.close()
+    store.close()
+    again = Store(str(tmp_path))
+    assert [d["name"] for d in again.list_directories()] == ["Contoso"]
+    again.close()
