@@ -28,7 +28,15 @@ from schemas import (
     USER_RESOURCE,
     load_user,
 )
-from scimlang import ScimError, apply_patch, compile_filter, equality_terms, project, sort_key
+from scimlang import (
+    ScimError,
+    apply_patch,
+    compile_filter,
+    equality_terms,
+    parse_filter,
+    project,
+    sort_key,
+)
 from store import BrokenReferenceError, NotFoundError, Store, UniquenessError
 
 bp = Blueprint("scim", __name__, url_prefix="/v2")
@@ -326,8 +334,9 @@ def attribute_list(value: Any) -> list[str] | None:
 
 
 def user_list_response(search: SearchRequest) -> Response:
-    matches = compile_filter(search.filter, USER_RESOURCE) if search.filter else None
-    terms = equality_terms(search.filter, USER_RESOURCE) if search.filter else {}
+    parsed = parse_filter(search.filter) if search.filter is not None else None
+    matches = compile_filter(parsed, USER_RESOURCE) if parsed else None
+    terms = equality_terms(parsed, USER_RESOURCE) if parsed else {}
     total, page = store().search_users(
         g.directory_id,
         matches=matches,

@@ -518,13 +518,14 @@ _SUBSTRING_TESTS = {"co": operator.contains, "sw": str.startswith, "ew": str.end
 
 
 @_too_deep_is("invalidFilter")
-def compile_filter(text: str, schema: ResourceSchema) -> Callable[[dict], bool]:
+def compile_filter(text_or_filter: str | Filter, schema: ResourceSchema) -> Callable[[dict], bool]:
     """Turn a filter into a predicate over resources, resolving every attribute up front.
 
     An unknown attribute, or an operator the attribute's type does not support, raises
     400 invalidFilter before any resource is looked at (RFC 7644 §3.4.2.2).
     """
-    return _compile(parse_filter(text), schema, None)
+    node = parse_filter(text_or_filter) if isinstance(text_or_filter, str) else text_or_filter
+    return _compile(node, schema, None)
 
 
 def _compile(node: Filter, schema: ResourceSchema, scope: _Attr | None) -> Callable[[dict], bool]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -146,6 +147,10 @@ class _DataFolder:
         self._lock_handle = None if read_only else self._take_lock()
         self._journal_fd: int | None = None
         self.journal_bytes = 0
+        self._sync = threading.Condition()
+        self._syncing = False
+        self._appended_seq = 0
+        self._durable_seq = 0
 
     def _take_lock(self):
         handle = open(os.path.join(self.data_dir, LOCK_FILE), "a+")  # noqa: SIM115 - held for life
@@ -255,7 +260,11 @@ class _DataFolder:
         _fsync_folder(self.data_dir)
 
     def append(self, seq: int, changes: list) -> None:
-        """Write one operation's line and fsync it: once this returns, the change survives."""
+        """Write one operation's line; :meth:`wait_durable` then makes it survive a crash.
+
+        Called under the store's lock, so lines go out in sequence order. A failed or short
+        write is cut off again, so no torn line is ever followed by a good one.
+        """
         if self._journal_fd is None:
             raise DataFolderBusy("this store is a read-only view: the data folder has an owner")
         line = json.dumps({"seq": seq, "changes": changes}, separators=(",", ":")).encode() + b"\n"
@@ -263,17 +272,51 @@ class _DataFolder:
             written = os.write(self._journal_fd, line)
             if written != len(line):
                 raise OSError(f"short write to the journal ({written} of {len(line)} bytes)")
-            os.fsync(self._journal_fd)
         except BaseException:
-            os.ftruncate(self._journal_fd, self.journal_bytes)  # no torn line in mid-journal
+            os.ftruncate(self._journal_fd, self.journal_bytes)
             raise
         self.journal_bytes += len(line)
+        self._appended_seq = seq
+
+    def wait_durable(self, seq: int) -> None:
+        """Return once the line of ``seq`` is fsynced: group commit.
+
+        Called outside the store's lock. One thread fsyncs for every line written so far while
+        the others wait for it, so concurrent writers share one fsync and readers never wait
+        behind the disk.
+        """
+        with self._sync:
+            while self._durable_seq < seq:
+                if self._syncing:
+                    self._sync.wait()
+                    continue
+                self._syncing = True
+                target, fd = self._appended_seq, self._journal_fd
+                self._sync.release()
+                synced = False
+                try:
+                    os.fsync(fd)
+                    synced = True
+                finally:
+                    self._sync.acquire()
+                    self._syncing = False
+                    if synced:
+                        self._durable_seq = max(self._durable_seq, target)
+                    self._sync.notify_all()
 
     def start_new_journal(self, next_seq: int) -> list[str]:
-        """Switch appends to a fresh journal; returns the older journals a snapshot will cover."""
-        covered = self._journal_paths()
-        os.close(self._journal_fd)
-        self._open_journal(os.path.join(self.data_dir, f"journal-{next_seq}.jsonl"), next_seq - 1)
+        """Switch appends to a fresh journal (under the store's lock, so no append runs);
+        returns the older journals a snapshot will cover."""
+        with self._sync:
+            while self._syncing:
+                self._sync.wait()
+            os.fsync(self._journal_fd)
+            self._durable_seq = self._appended_seq
+            covered = self._journal_paths()
+            os.close(self._journal_fd)
+            self._open_journal(
+                os.path.join(self.data_dir, f"journal-{next_seq}.jsonl"), next_seq - 1
+            )
         return covered
 
     def write_snapshot(self, layout: dict, last_seq: int, path: str | None = None) -> None:
@@ -404,6 +447,7 @@ class Store:
         self._lock = threading.RLock()
         self._compaction_lock = threading.Lock()
         self._compaction_thread: threading.Thread | None = None
+        self._keys_touched: dict[str, float] = {}
         self._folder = _DataFolder(data_dir, read_only)
         self.read_only = read_only
         try:
@@ -460,8 +504,10 @@ class Store:
     def _writing(self) -> Iterator[dict[tuple[str, str], dict | None]]:
         """Collect changes as (table, id) -> new document (None deletes); journal them at once.
 
-        One journal line per operation keeps a change and its audit entry together; memory
-        changes only after the line is durable, so a failed write leaves everything as it was.
+        One journal line per operation keeps a change and its audit entry together. Memory
+        changes once the line is written, and the caller returns (and answers its client) only
+        once the line is fsynced. A failed write leaves everything as it was; a failed fsync
+        raises, and the change may or may not survive a crash, as with any database.
         """
         changes: dict[tuple[str, str], dict | None] = {}
         with self._lock:
@@ -475,6 +521,8 @@ class Store:
             self._folder.append(self._seq + 1, entries)
             self._seq += 1
             self._apply(changes, doc_keys)
+            seq = self._seq
+        self._folder.wait_durable(seq)
         self._compact_in_background_when_due()
 
     def _doc_keys_for(self, changes: dict) -> dict[tuple[str, str], str]:
@@ -817,16 +865,19 @@ class Store:
             self._audit(changes, key["directory_id"], actor, "key.delete", key_id)
 
     def touch_key(self, key_id: str, minimum_interval_seconds: int = 60) -> None:
-        """Record a key's last use, at most once a minute so reads do not turn into writes."""
+        """Record a key's last use, at most once a minute per key and process.
+
+        Every SCIM request calls this, so the common case (touched recently) takes no lock
+        and writes nothing.
+        """
+        now = time.monotonic()
+        if now - self._keys_touched.get(key_id, -math.inf) < minimum_interval_seconds:
+            return
+        self._keys_touched[key_id] = now
         with self._writing() as changes:
             key = self._tables["keys"].get(key_id)
-            if key is None:
-                return
-            last = key.get("last_used")
-            now = datetime.now(UTC)
-            if last and (now - _parse_time(last)).total_seconds() < minimum_interval_seconds:
-                return
-            changes[("keys", key_id)] = {**key, "last_used": utc_now()}
+            if key is not None:
+                changes[("keys", key_id)] = {**key, "last_used": utc_now()}
 
     # -- audit log -----------------------------------------------------------------------------
 
@@ -855,7 +906,3 @@ class Store:
                 if directory_id is None or e["directory_id"] == directory_id
             ]
             return sorted(copy_json(entries), key=lambda e: e["time"], reverse=True)
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
