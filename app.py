@@ -9,10 +9,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import secrets
 import sys
 import time
 from contextlib import suppress
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 from urllib.parse import quote
 
@@ -100,11 +102,19 @@ def ensure_default_directory(store: Store) -> None:
 
 
 def configure_request_log(app: Flask) -> None:
-    """One line per request on stderr: time, method, path, status, ms, key. No tokens or bodies."""
+    """One line per request on stderr: time, method, path, status, ms, key. No tokens or bodies.
+
+    Request threads only put the record on a queue; one listener thread writes stderr. Writing
+    from every thread made them queue on the handler's lock, which cost more than the request.
+    """
     if not request_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        request_log.addHandler(handler)
+        output = logging.StreamHandler(sys.stderr)
+        output.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        records: queue.SimpleQueue = queue.SimpleQueue()
+        listener = QueueListener(records, output)
+        listener.start()
+        atexit.register(listener.stop)
+        request_log.addHandler(QueueHandler(records))
         request_log.setLevel(logging.INFO)
         request_log.propagate = False
 
