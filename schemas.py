@@ -311,11 +311,36 @@ def load_user(data: Any) -> dict:
 
     The ``schemas`` list is rebuilt to name exactly the schemas the resource uses (RFC 7643 §3).
     """
+    return _with_schemas(_validated_user(data))
+
+
+def load_patched_user(before: dict, after: dict) -> dict:
+    """Validate a PATCH result by checking only the attributes the PATCH changed.
+
+    ``before`` is the stored user, already valid and canonical; every rule here is about one
+    top-level attribute at a time, except the mandatory userName and displayName, which are
+    always checked. Entra's commonest PATCH flips ``active`` alone, and validating the whole
+    user for it cost more than the rest of the request.
+    """
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    checked = changed | _ALWAYS_CHECKED
+    validated = _validated_user({key: after[key] for key in checked if key in after})
+    unchanged = {key: value for key, value in before.items() if key not in checked}
+    return _with_schemas({**unchanged, **validated})
+
+
+_ALWAYS_CHECKED = {"schemas", "userName", "displayName"}
+
+
+def _validated_user(data: Any) -> dict:
     try:
         loaded = _USER_SCHEMA.load(data)
     except ValidationError as error:
         raise ScimError(400, describe_validation_error(error.messages), "invalidValue") from None
-    user = prune_empty(loaded)
+    return prune_empty(loaded)
+
+
+def _with_schemas(user: dict) -> dict:
     user["schemas"] = [CORE_USER_URN] + (
         [ENTERPRISE_USER_URN] if ENTERPRISE_USER_URN in user else []
     )

@@ -26,6 +26,7 @@ from schemas import (
     SCHEMA_DEFINITIONS,
     SEARCH_REQUEST_URN,
     USER_RESOURCE,
+    load_patched_user,
     load_user,
 )
 from scimlang import (
@@ -399,7 +400,9 @@ def patch_user(user_id: str) -> Response:
 
     def patched(current: dict) -> dict:
         current = {k: v for k, v in current.items() if k not in ("id", "meta")}
-        return storable_user(apply_patch(current, operations, USER_RESOURCE), user_id)
+        user = load_patched_user(current, apply_patch(current, operations, USER_RESOURCE))
+        check_manager(user, user_id)
+        return user
 
     updated = stored_change(lambda: store().update_user(g.directory_id, user_id, patched, g.actor))
     return user_response(updated)

@@ -146,3 +146,25 @@ def test_the_audit_log_names_the_key_and_the_reports_who_lost_their_manager(scim
 def test_log_lines_cannot_be_forged_through_the_path():
     assert "\n" not in loggable("/v2/Users/x\n2026-11-27 DELETE /v2/Users/y 204")
     assert "\x00" not in loggable("/v2/Users/\x00")
+
+
+@pytest.mark.parametrize(
+    ("operation", "field"),
+    [
+        ({"op": "remove", "path": "displayName"}, "displayName"),
+        ({"op": "replace", "path": "userName", "value": "x" * 151}, "userName"),
+        ({"op": "add", "path": 'emails[type eq "work"].value', "value": "not-mail"}, "emails"),
+    ],
+)
+def test_a_patch_is_validated_where_it_changes_the_user(scim, operation, field):
+    _, created = send(scim, "POST", "/v2/Users", user(title="Engineer"))
+    stored_before = scim.store.get_user(scim.directory_id, created["id"])
+    status, body = send(
+        scim,
+        "PATCH",
+        f"/v2/Users/{created['id']}",
+        {"schemas": [PATCH_OP_URN], "Operations": [operation]},
+    )
+    assert (status, body["scimType"]) == (400, "invalidValue")
+    assert field in body["detail"]
+    assert scim.store.get_user(scim.directory_id, created["id"]) == stored_before
