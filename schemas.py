@@ -42,6 +42,10 @@ USER_RESOURCE = ResourceSchema(
     SCHEMA_DEFINITIONS[CORE_USER_URN], [SCHEMA_DEFINITIONS[ENTERPRISE_USER_URN]]
 )
 
+# Groups: RFC 7643 §4.2. Entra also lists Microsoft's own group schema URN in a POST.
+MICROSOFT_GROUP_URN = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
+GROUP_RESOURCE = ResourceSchema(SCHEMA_DEFINITIONS[CORE_GROUP_URN])
+
 # The Microsoft Entra ID attribute mapping table from the hosted product's "Integrate with
 # Microsoft" page: Entra source attribute -> the SCIM path Roster stores it under. Every row is
 # stored, returned and searchable; the first two are mandatory.
@@ -223,6 +227,74 @@ class UserSchema(_Strict):
 
 _USER_SCHEMA = UserSchema()
 _READ_ONLY = {"id", "meta", "groups"}
+
+
+class MemberSchema(_Strict):
+    value = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class GroupSchema(_Strict):
+    """RFC 7643 §4.2 Group as Roster stores it; members are kept apart (see store.py)."""
+
+    schemas = fields.List(fields.String(), required=True)
+    externalId = _text(70)
+    displayName = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=200),
+            validate.Regexp(USER_NAME_PATTERN, error="must not be blank or hold control chars"),
+        ],
+    )
+    members = _many(MemberSchema)
+
+    @pre_load
+    def canonicalise(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValidationError("a Group must be a JSON object", "_schema")
+        return prune_empty(_canonical_group(data))
+
+    @validates_schema
+    def lists_core_schema(self, data: dict, **kwargs: Any) -> None:
+        if CORE_GROUP_URN not in data.get("schemas", []):
+            raise ValidationError(f"must list {CORE_GROUP_URN}", "schemas")
+
+
+_GROUP_SCHEMA = GroupSchema()
+_GROUP_CORE = {
+    "schemas": {"name": "schemas"},
+    "externalid": {"name": "externalId"},
+    "displayname": {"name": "displayName"},
+    "members": {"name": "members", "multiValued": True, "subAttributes": [{"name": "value"}]},
+}
+
+
+def _canonical_group(data: dict) -> dict:
+    """Group keys in the schema's spelling; URNs canonical; unknown and read-only keys go."""
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        definition = _GROUP_CORE.get(key.casefold())
+        if definition is None:
+            continue
+        if definition["name"] == "schemas" and isinstance(value, list):
+            known = {u.casefold(): u for u in (CORE_GROUP_URN, MICROSOFT_GROUP_URN)}
+            value = [known.get(u.casefold(), u) if isinstance(u, str) else u for u in value]
+        result[definition["name"]] = _canonical_value(value, definition)
+    return result
+
+
+def load_group(data: Any) -> tuple[dict, list[str]]:
+    """Validate a Group body: its stored form (no members) and its member ids, in order.
+
+    Microsoft's extra schema URN is accepted but not kept: it defines nothing Roster stores.
+    """
+    try:
+        loaded = _GROUP_SCHEMA.load(data)
+    except ValidationError as error:
+        raise ScimError(400, describe_validation_error(error.messages), "invalidValue") from None
+    group = prune_empty(loaded)
+    member_ids = list(dict.fromkeys(m["value"] for m in group.pop("members", [])))
+    group["schemas"] = [CORE_GROUP_URN]
+    return group, member_ids
 
 
 def _attributes_by_name(attributes: list[dict]) -> dict[str, dict]:

@@ -18,14 +18,17 @@ from werkzeug.exceptions import HTTPException
 
 import auth
 from schemas import (
+    CORE_GROUP_URN,
     CORE_USER_URN,
     ENTERPRISE_USER_URN,
     ERROR_URN,
+    GROUP_RESOURCE,
     LIST_RESPONSE_URN,
     PATCH_OP_URN,
     SCHEMA_DEFINITIONS,
     SEARCH_REQUEST_URN,
     USER_RESOURCE,
+    load_group,
     load_patched_user,
     load_user,
 )
@@ -37,8 +40,15 @@ from scimlang import (
     parse_filter,
     project,
     sort_key,
+    split_member_operations,
 )
-from store import BrokenReferenceError, NotFoundError, Store, UniquenessError
+from store import (
+    BrokenReferenceError,
+    NotFoundError,
+    PreconditionFailed,
+    Store,
+    UniquenessError,
+)
 
 bp = Blueprint("scim", __name__, url_prefix="/v2")
 
@@ -55,9 +65,18 @@ RESOURCE_TYPES = {
         "description": "User Account",
         "schema": CORE_USER_URN,
         "schemaExtensions": [{"schema": ENTERPRISE_USER_URN, "required": False}],
-    }
+    },
+    "Group": {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "description": "Group",
+        "schema": CORE_GROUP_URN,
+        "schemaExtensions": [],
+    },
 }
-PUBLISHED_SCHEMAS = (CORE_USER_URN, ENTERPRISE_USER_URN)
+PUBLISHED_SCHEMAS = (CORE_USER_URN, ENTERPRISE_USER_URN, CORE_GROUP_URN)
 
 
 class CanonicalScimPaths:
@@ -191,13 +210,25 @@ def user_location(user_id: str) -> str:
 
 
 def render_user(resource: dict) -> dict:
-    """The stored user as the API shows it: meta.location, and the manager's $ref and name.
+    """The stored user as the API shows it: meta.location, the groups they are a member of
+    (read-only, RFC 7643 §4.1.2), and the manager's $ref and name.
 
     The manager is returned as the RFC 7643 §4.3 complex object, never a bare string (Entra
     cannot read one); a manager who has since been deleted is left out.
     """
     rendered = dict(resource)
     rendered["meta"] = {**resource["meta"], "location": user_location(resource["id"])}
+    groups = store().groups_of_user(g.directory_id, resource["id"])
+    if groups:
+        rendered["groups"] = [
+            {
+                "value": group_id,
+                "$ref": f"{base_url()}/Groups/{group_id}",
+                "display": name,
+                "type": "direct",
+            }
+            for group_id, name in groups
+        ]
     enterprise = resource.get(ENTERPRISE_USER_URN)
     if enterprise and "manager" in enterprise:
         manager_id = enterprise["manager"]["value"]
@@ -224,11 +255,37 @@ def shape_user(
 
 
 def user_response(resource: dict, status: int = 200) -> Response:
-    headers = {}
+    return resource_response(resource, shape_user, status)
+
+
+def resource_response(resource: dict, shape: Callable, status: int = 200) -> Response:
+    """A resource with its ETag (RFC 7644 §3.14), shaped by the request's attributes params."""
+    headers = {"ETag": resource["meta"]["version"]}
     if status == 201:
-        headers["Location"] = user_location(resource["id"])
+        headers["Location"] = resource_location(resource)
     search = search_request(request.args.to_dict())
-    return scim_response(shape_user(resource, search.attributes, search.excluded), status, headers)
+    return scim_response(shape(resource, search.attributes, search.excluded), status, headers)
+
+
+def resource_location(resource: dict) -> str:
+    return f"{base_url()}/{resource['meta']['resourceType']}s/{resource['id']}"
+
+
+def if_match() -> str | None:
+    """The version an If-Match header asks for ("*" matches any), or None without one."""
+    header = request.headers.get("If-Match")
+    return header.strip() if header else None
+
+
+def not_modified(resource: dict) -> Response | None:
+    """RFC 7644 §3.14 If-None-Match on a GET: 304 when the client's version is current."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return None
+    versions = {tag.strip() for tag in header.split(",")}
+    if "*" in versions or resource["meta"]["version"] in versions:
+        return Response(status=304, headers={"ETag": resource["meta"]["version"]})
+    return None
 
 
 def storable_user(body: Any, own_id: str | None = None) -> dict:
@@ -266,13 +323,44 @@ def stored_change(write: Callable[[], dict]) -> dict:
         raise ScimError(404, "resource not found") from None
     except BrokenReferenceError as error:
         raise ScimError(400, str(error), "invalidValue") from None
+    except PreconditionFailed as error:
+        raise ScimError(412, f"the resource has changed: its version is now {error}") from None
+
+
+def create_user_from(body: Any) -> dict:
+    user = storable_user(body)
+    return stored_change(lambda: store().create_user(g.directory_id, user, g.actor))
+
+
+def replace_user_from(user_id: str, body: Any, expected: str | None) -> dict:
+    existing_user(user_id)
+    user = storable_user(body, user_id)
+    return stored_change(
+        lambda: store().replace_user(g.directory_id, user_id, user, g.actor, expected)
+    )
+
+
+def patch_user_from(user_id: str, body: Any, expected: str | None) -> dict:
+    operations = patch_operations(body)
+
+    def patched(current: dict) -> dict:
+        current = {k: v for k, v in current.items() if k not in ("id", "meta")}
+        user = load_patched_user(current, apply_patch(current, operations, USER_RESOURCE))
+        check_manager(user, user_id)
+        return user
+
+    return stored_change(
+        lambda: store().update_user(g.directory_id, user_id, patched, g.actor, expected)
+    )
+
+
+def delete_user_by_id(user_id: str, expected: str | None) -> None:
+    stored_change(lambda: store().delete_user(g.directory_id, user_id, g.actor, expected))
 
 
 @bp.post("/Users", strict_slashes=False)
 def create_user() -> Response:
-    user = storable_user(request_object("a User"))
-    created = stored_change(lambda: store().create_user(g.directory_id, user, g.actor))
-    return user_response(created, 201)
+    return user_response(create_user_from(request_object("a User")), 201)
 
 
 @dataclass(frozen=True)
@@ -347,13 +435,20 @@ def user_list_response(search: SearchRequest) -> Response:
         start_index=search.start_index,
         count=search.count,
     )
+    return list_page(
+        total, search, [shape_user(r, search.attributes, search.excluded) for r in page]
+    )
+
+
+def list_page(total: int, search: SearchRequest, resources: list[dict]) -> Response:
+    """A ListResponse (RFC 7644 §3.4.2): totalResults, startIndex, itemsPerPage, Resources."""
     return scim_response(
         {
             "schemas": [LIST_RESPONSE_URN],
             "totalResults": total,
             "startIndex": search.start_index,
-            "itemsPerPage": len(page),
-            "Resources": [shape_user(r, search.attributes, search.excluded) for r in page],
+            "itemsPerPage": len(resources),
+            "Resources": resources,
         }
     )
 
@@ -364,19 +459,48 @@ def list_users() -> Response:
 
 
 @bp.post("/Users/.search", strict_slashes=False)
-@bp.post("/.search", strict_slashes=False)
 def search_users() -> Response:
-    """RFC 7644 §3.4.3 search by POST; at the root it covers Users, the one resource type."""
+    """RFC 7644 §3.4.3 search by POST."""
+    return user_list_response(search_request(search_request_body()))
+
+
+@bp.post("/.search", strict_slashes=False)
+def search_everything() -> Response:
+    """RFC 7644 §3.4.3 at the root: Users, then Groups, one page across both.
+
+    A filter naming an attribute that one resource type lacks matches none of that type
+    (only when neither type knows it is it invalidFilter); sortBy orders within each type.
+    """
+    search = search_request(search_request_body())
+    everything = SearchRequest(**{**search.__dict__, "start_index": 1, "count": MAX_PAGE_SIZE})
+    found: list[dict] = []
+    total, failures = 0, []
+    for list_response_of in (user_list_response, group_list_response):
+        try:
+            body = json.loads(list_response_of(everything).get_data())
+        except ScimError as error:
+            failures.append(error)
+            continue
+        total += body["totalResults"]
+        found.extend(body["Resources"])
+    if len(failures) == 2:
+        raise failures[0]
+    begin = search.start_index - 1
+    return list_page(total, search, found[begin : begin + search.count])
+
+
+def search_request_body() -> dict:
     body = request_object("a SearchRequest")
     schemas = [s.casefold() for s in body.get("schemas", []) if isinstance(s, str)]
     if SEARCH_REQUEST_URN.casefold() not in schemas:
         raise ScimError(400, f"schemas must list {SEARCH_REQUEST_URN}", "invalidSyntax")
-    return user_list_response(search_request(body))
+    return body
 
 
 @bp.get("/Users/<user_id>", strict_slashes=False)
 def get_user(user_id: str) -> Response:
-    return user_response(existing_user(user_id))
+    resource = existing_user(user_id)
+    return not_modified(resource) or user_response(resource)
 
 
 def existing_user(user_id: str) -> dict:
@@ -388,24 +512,12 @@ def existing_user(user_id: str) -> dict:
 
 @bp.put("/Users/<user_id>", strict_slashes=False)
 def replace_user(user_id: str) -> Response:
-    existing_user(user_id)
-    user = storable_user(request_object("a User"), user_id)
-    replaced = stored_change(lambda: store().replace_user(g.directory_id, user_id, user, g.actor))
-    return user_response(replaced)
+    return user_response(replace_user_from(user_id, request_object("a User"), if_match()))
 
 
 @bp.patch("/Users/<user_id>", strict_slashes=False)
 def patch_user(user_id: str) -> Response:
-    operations = patch_operations(request_object("a PatchOp"))
-
-    def patched(current: dict) -> dict:
-        current = {k: v for k, v in current.items() if k not in ("id", "meta")}
-        user = load_patched_user(current, apply_patch(current, operations, USER_RESOURCE))
-        check_manager(user, user_id)
-        return user
-
-    updated = stored_change(lambda: store().update_user(g.directory_id, user_id, patched, g.actor))
-    return user_response(updated)
+    return user_response(patch_user_from(user_id, request_object("a PatchOp"), if_match()))
 
 
 def patch_operations(body: dict) -> list:
@@ -427,7 +539,148 @@ def patch_operations(body: dict) -> list:
 
 @bp.delete("/Users/<user_id>", strict_slashes=False)
 def delete_user(user_id: str) -> Response:
-    stored_change(lambda: store().delete_user(g.directory_id, user_id, g.actor))
+    delete_user_by_id(user_id, if_match())
+    return Response(status=204)
+
+
+# -- groups (RFC 7643 §4.2) ---------------------------------------------------------------------
+
+
+def render_group(resource: dict, with_members: bool) -> dict:
+    """The stored group as the API shows it; members are read from the membership index and
+    only when the response includes them (Entra reads groups with excludedAttributes=members)."""
+    rendered = {**resource, "meta": {**resource["meta"], "location": resource_location(resource)}}
+    if with_members:
+        members = store().group_members(g.directory_id, resource["id"])
+        if members:
+            rendered["members"] = [
+                {"value": user_id, "$ref": user_location(user_id), "display": name, "type": "User"}
+                for user_id, name in members
+            ]
+    return rendered
+
+
+def shows_members(attributes: list[str] | None, excluded: list[str] | None) -> bool:
+    named = {name.casefold().rsplit(":", 1)[-1].split(".")[0] for name in attributes or []}
+    dropped = {name.casefold().rsplit(":", 1)[-1] for name in excluded or []}
+    return "members" not in dropped and (not attributes or "members" in named)
+
+
+def shape_group(
+    resource: dict, attributes: list[str] | None = None, excluded: list[str] | None = None
+) -> dict:
+    rendered = render_group(resource, shows_members(attributes, excluded))
+    return project(rendered, GROUP_RESOURCE, attributes, excluded)
+
+
+def group_response(resource: dict, status: int = 200) -> Response:
+    return resource_response(resource, shape_group, status)
+
+
+def existing_group(group_id: str) -> dict:
+    resource = store().get_group(g.directory_id, group_id)
+    if resource is None:
+        raise ScimError(404, f"no group with id {group_id}")
+    return resource
+
+
+def create_group_from(body: Any) -> dict:
+    group, member_ids = load_group(body)
+    created, _skipped = stored_change(
+        lambda: store().create_group(g.directory_id, group, member_ids, g.actor)
+    )
+    return created
+
+
+def replace_group_from(group_id: str, body: Any, expected: str | None) -> dict:
+    group, member_ids = load_group(body)
+    updated, _skipped = stored_change(
+        lambda: store().update_group(
+            g.directory_id,
+            group_id,
+            lambda _old: group,
+            [("replace", member_ids)],
+            g.actor,
+            expected,
+        )
+    )
+    return updated
+
+
+def patch_group_from(group_id: str, body: Any, expected: str | None) -> dict:
+    """Attribute operations go through the PATCH engine; member operations become index edits."""
+    attribute_operations, member_edits = split_member_operations(patch_operations(body))
+
+    def patched(current: dict) -> dict:
+        current = {k: v for k, v in current.items() if k not in ("id", "meta")}
+        group, _members = load_group(apply_patch(current, attribute_operations, GROUP_RESOURCE))
+        return group
+
+    change = patched if attribute_operations else None
+    updated, _skipped = stored_change(
+        lambda: store().update_group(
+            g.directory_id, group_id, change, member_edits, g.actor, expected
+        )
+    )
+    return updated
+
+
+def delete_group_by_id(group_id: str, expected: str | None) -> None:
+    stored_change(lambda: store().delete_group(g.directory_id, group_id, g.actor, expected))
+
+
+@bp.post("/Groups", strict_slashes=False)
+def create_group() -> Response:
+    return group_response(create_group_from(request_object("a Group")), 201)
+
+
+@bp.get("/Groups", strict_slashes=False)
+def list_groups() -> Response:
+    return group_list_response(search_request(request.args.to_dict()))
+
+
+@bp.post("/Groups/.search", strict_slashes=False)
+def search_groups() -> Response:
+    return group_list_response(search_request(search_request_body()))
+
+
+def group_list_response(search: SearchRequest) -> Response:
+    parsed = parse_filter(search.filter) if search.filter is not None else None
+    total, page = store().search_groups(
+        g.directory_id,
+        matches=compile_filter(parsed, GROUP_RESOURCE) if parsed else None,
+        equal_terms=equality_terms(parsed, GROUP_RESOURCE) if parsed else {},
+        sort_key=sort_key(search.sort_by, GROUP_RESOURCE) if search.sort_by else None,
+        descending=search.descending,
+        start_index=search.start_index,
+        count=search.count,
+        with_members="members" in (search.filter or "").casefold(),
+    )
+    page = [{k: v for k, v in r.items() if k != "members"} for r in page]
+    return list_page(
+        total, search, [shape_group(r, search.attributes, search.excluded) for r in page]
+    )
+
+
+@bp.get("/Groups/<group_id>", strict_slashes=False)
+def get_group(group_id: str) -> Response:
+    resource = existing_group(group_id)
+    return not_modified(resource) or group_response(resource)
+
+
+@bp.put("/Groups/<group_id>", strict_slashes=False)
+def replace_group(group_id: str) -> Response:
+    return group_response(replace_group_from(group_id, request_object("a Group"), if_match()))
+
+
+@bp.patch("/Groups/<group_id>", strict_slashes=False)
+def patch_group(group_id: str) -> Response:
+    return group_response(patch_group_from(group_id, request_object("a PatchOp"), if_match()))
+
+
+@bp.delete("/Groups/<group_id>", strict_slashes=False)
+def delete_group(group_id: str) -> Response:
+    delete_group_by_id(group_id, if_match())
     return Response(status=204)
 
 
@@ -443,7 +696,7 @@ def service_provider_config() -> dict:
         "filter": {"supported": True, "maxResults": MAX_PAGE_SIZE},
         "changePassword": {"supported": False},
         "sort": {"supported": True},
-        "etag": {"supported": False},
+        "etag": {"supported": True},
         "authenticationSchemes": [
             {
                 "type": "oauthbearertoken",

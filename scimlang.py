@@ -1215,3 +1215,104 @@ def _sync_schemas(resource: dict, schema: ResourceSchema, extensions_before: set
             listed.append(urn)
         elif urn in extensions_before and urn not in resource and is_listed:
             listed[:] = [s for s in listed if not (isinstance(s, str) and s.lower() == urn.lower())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Group membership PATCH (RFC 7644 §3.5.2 on "members", as Entra sends it)
+
+
+def split_member_operations(operations: list) -> tuple[list[dict], list[tuple]]:
+    """Split a Group PATCH into attribute operations and membership edits, keeping order.
+
+    Membership edits are ("add", ids), ("remove", ids), ("replace", ids) or ("clear",). They
+    are applied to the membership index directly, so their cost depends on the ids named, not
+    on the group's size. Entra's shapes (entra-scim.md §3.6): ``Add members`` with a value
+    list (re-adding is a no-op); ``Remove members`` with a value list removes only those
+    members, never the whole group; ``remove members[value eq "id"]``; ``remove members``
+    without a value empties the group.
+    """
+    if not isinstance(operations, list) or not operations:
+        raise _bad_request("invalidSyntax", "Operations must be a non-empty list")
+    attribute_operations: list[dict] = []
+    edits: list[tuple] = []
+    for index, operation in enumerate(operations):
+        try:
+            _split_operation(operation, attribute_operations, edits)
+        except ScimError as error:
+            raise ScimError(
+                error.status, f"Operations[{index}]: {error.detail}", error.scim_type
+            ) from None
+    return attribute_operations, edits
+
+
+def _split_operation(operation: object, attribute_operations: list, edits: list) -> None:
+    verb = _operation_verb(operation)
+    path, value = operation.get("path"), operation.get("value")
+    if path is None:
+        if verb != "remove" and isinstance(value, dict):
+            members_key = next((k for k in value if k.lower() == "members"), None)
+            if members_key is not None:
+                edits.append(
+                    ("replace" if verb == "replace" else "add", _member_ids(value[members_key]))
+                )
+                rest = {k: v for k, v in value.items() if k != members_key}
+                if rest:
+                    attribute_operations.append({**operation, "value": rest})
+                return
+        attribute_operations.append(operation)
+        return
+    if not isinstance(path, str):
+        raise _bad_request("invalidPath", "path must be a string")
+    target = path.strip().lower()
+    if target.startswith(f"{_GROUP_URN.lower()}:"):
+        target = target[len(_GROUP_URN) + 1 :]
+    if target == "members":
+        if verb == "remove":
+            edits.append(("remove", _member_ids(value)) if value else ("clear",))
+        else:
+            edits.append((verb, _member_ids(value)))
+    elif target.startswith("members["):
+        if verb != "remove" or not target.endswith("]"):
+            raise _bad_request("invalidPath", "only remove takes a members[value eq ...] path")
+        edits.append(("remove", _member_filter_ids(path.strip()[len("members[") : -1])))
+    elif target.startswith("members."):
+        raise _bad_request("invalidPath", "members are added or removed whole, by value")
+    else:
+        attribute_operations.append(operation)
+
+
+_GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+
+def _member_ids(value: object) -> list[str]:
+    """Ids from a members value: a list of {"value": id} (Entra adds "$ref": null), or one."""
+    entries = value if isinstance(value, list) else [value]
+    ids = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            entry = next((v for k, v in entry.items() if k.lower() == "value"), None)
+        if not isinstance(entry, str) or not entry:
+            raise _bad_request("invalidValue", "each member needs a user id as its value")
+        ids.append(entry)
+    return ids
+
+
+def _member_filter_ids(text: str) -> list[str]:
+    """The ids of ``value eq "id"`` terms joined by ``or``, the filters a member removal uses."""
+    node = parse_filter(text)
+    ids: list[str] = []
+    pending = [node]
+    while pending:
+        term = pending.pop()
+        if isinstance(term, _Or):
+            pending.extend((term.right, term.left))
+        elif (
+            isinstance(term, _Comparison)
+            and term.path.lower() == "value"
+            and term.op == "eq"
+            and isinstance(term.value, str)
+        ):
+            ids.append(term.value)
+        else:
+            raise _bad_request("invalidFilter", 'a member filter must be value eq "<id>"')
+    return ids

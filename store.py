@@ -39,8 +39,12 @@ LOCK_FILE = "roster.lock"
 META_TABLE = "roster"
 TEMP_PREFIX = ".roster-"
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
-TABLES = ("directories", "users", "groups", "keys", "audit")
+TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
 AUTH_METHODS = ("none", "local", "microsoft")
+
+
+class PreconditionFailed(Exception):
+    """If-Match named a version that is no longer current (RFC 7644 §3.14)."""
 
 
 class UniquenessError(Exception):
@@ -418,6 +422,43 @@ class _UserIndex:
             _discard(self.by_manager, manager_id, user_id)
 
 
+class _GroupIndex:
+    """Groups by case-folded displayName per directory, and memberships both ways.
+
+    Members are kept as insertion-ordered dicts, so adding or removing one costs the same
+    in a group of 10,000 as in an empty one.
+    """
+
+    def __init__(self) -> None:
+        self.by_display_name: dict[tuple[str, str], str] = {}
+        self.by_directory: dict[str, dict[str, None]] = {}
+        self.members: dict[str, dict[str, None]] = {}
+        self.groups_of: dict[str, dict[str, None]] = {}
+
+    def index_group(self, old: dict | None, new: dict | None) -> None:
+        if old is not None:
+            name = old["resource"]["displayName"].casefold()
+            self.by_display_name.pop((old["directory_id"], name), None)
+            if new is None:
+                self.by_directory.get(old["directory_id"], {}).pop(old["id"], None)
+        if new is not None:
+            name = new["resource"]["displayName"].casefold()
+            self.by_display_name[(new["directory_id"], name)] = new["id"]
+            self.by_directory.setdefault(new["directory_id"], {})[new["id"]] = None
+
+    def index_membership(self, old: dict | None, new: dict | None) -> None:
+        if old is not None:
+            self.members.get(old["group_id"], {}).pop(old["user_id"], None)
+            self.groups_of.get(old["user_id"], {}).pop(old["group_id"], None)
+        if new is not None:
+            self.members.setdefault(new["group_id"], {})[new["user_id"]] = None
+            self.groups_of.setdefault(new["user_id"], {})[new["group_id"]] = None
+
+
+def membership_id(group_id: str, user_id: str) -> str:
+    return f"{group_id}:{user_id}"
+
+
 def _discard(index: dict, key: Any, user_id: str) -> None:
     ids = index.get(key)
     if ids is not None:
@@ -486,6 +527,11 @@ class Store:
         self._users = _UserIndex()
         for record in self._tables["users"].values():
             self._users.add(record)
+        self._groups = _GroupIndex()
+        for record in self._tables["groups"].values():
+            self._groups.index_group(None, record)
+        for membership in self._tables["memberships"].values():
+            self._groups.index_membership(None, membership)
         self._keys_by_hash = {k["token_hash"]: key_id for key_id, k in self._tables["keys"].items()}
         self._snapshot_bytes = _file_size(self._folder.snapshot_path)
 
@@ -541,6 +587,10 @@ class Store:
             old = self._tables[table].get(doc_id)
             if table == "users":
                 self._index_user(old, document)
+            elif table == "groups":
+                self._groups.index_group(old, document)
+            elif table == "memberships":
+                self._groups.index_membership(old, document)
             if table == "keys" and old is not None:
                 self._keys_by_hash.pop(old["token_hash"], None)
             if document is None:
@@ -653,7 +703,7 @@ class Store:
             user_ids = list(self._users.by_directory.get(directory_id, {}))
             for user_id in user_ids:
                 changes[("users", user_id)] = None
-            for table in ("groups", "keys"):
+            for table in ("groups", "memberships", "keys"):
                 for doc_id, doc in self._tables[table].items():
                     if doc["directory_id"] == directory_id:
                         changes[(table, doc_id)] = None
@@ -684,11 +734,25 @@ class Store:
             record = self._user_record(directory_id, user_id)
             return copy_json(record["resource"]) if record else None
 
-    def replace_user(self, directory_id: str, user_id: str, resource: dict, actor: str) -> dict:
-        return self.update_user(directory_id, user_id, lambda _current: resource, actor)
+    def replace_user(
+        self,
+        directory_id: str,
+        user_id: str,
+        resource: dict,
+        actor: str,
+        expected_version: str | None = None,
+    ) -> dict:
+        return self.update_user(
+            directory_id, user_id, lambda _current: resource, actor, expected_version
+        )
 
     def update_user(
-        self, directory_id: str, user_id: str, change: Callable[[dict], dict], actor: str
+        self,
+        directory_id: str,
+        user_id: str,
+        change: Callable[[dict], dict],
+        actor: str,
+        expected_version: str | None = None,
     ) -> dict:
         """Store ``change(current)`` as the user's new state, all under the lock (no lost update).
 
@@ -700,6 +764,7 @@ class Store:
             record = self._user_record(directory_id, user_id)
             if record is None:
                 raise NotFoundError(user_id)
+            self._check_version(record["resource"], expected_version)
             old_resource = record["resource"]
             resource = copy_json(change(old_resource))
             self._check_user_name_free(directory_id, resource["userName"], user_id)
@@ -715,12 +780,22 @@ class Store:
             self._audit(changes, directory_id, actor, "user.update", user_id)
         return copy_json(resource)
 
-    def delete_user(self, directory_id: str, user_id: str, actor: str) -> None:
-        """Delete a user; their direct reports lose the dangling manager in the same write."""
+    def delete_user(
+        self, directory_id: str, user_id: str, actor: str, expected_version: str | None = None
+    ) -> None:
+        """Delete a user with their group memberships (each group gets a new version); their
+        direct reports lose the dangling manager, all in the same write."""
         with self._writing() as changes:
-            if self._user_record(directory_id, user_id) is None:
+            record = self._user_record(directory_id, user_id)
+            if record is None:
                 raise NotFoundError(user_id)
+            self._check_version(record["resource"], expected_version)
             changes[("users", user_id)] = None
+            for group_id in self._groups.groups_of.get(user_id, {}):
+                group = self._tables["groups"][group_id]
+                changes[("memberships", membership_id(group_id, user_id))] = None
+                resource = copy_json(group["resource"])
+                changes[("groups", group_id)] = self._group_record(group, resource, resource)
             self._audit(changes, directory_id, actor, "user.delete", user_id)
             for report_id in self._users.by_manager.get(user_id, ()):
                 changes[("users", report_id)] = self._without_manager(report_id)
@@ -823,6 +898,209 @@ class Store:
     def _check_directory(self, directory_id: str) -> None:
         if directory_id not in self._tables["directories"]:
             raise NotFoundError(directory_id)
+
+    # -- groups --------------------------------------------------------------------------------
+
+    def create_group(
+        self, directory_id: str, resource: dict, member_ids: list[str], actor: str
+    ) -> tuple[dict, list[str]]:
+        """Store a new group and its members; returns it and the member ids that were skipped.
+
+        A member id that is no user of the directory is skipped, not refused, so one stale id
+        cannot block Entra's whole batch; the skip is audited.
+        """
+        resource = copy_json(resource)
+        resource["id"] = new_id()
+        with self._writing() as changes:
+            self._check_directory(directory_id)
+            self._check_group_name_free(directory_id, resource["displayName"], None)
+            record = {"id": resource["id"], "directory_id": directory_id, "revision": 0}
+            skipped = self._edit_members(changes, record, [("add", member_ids)], actor)
+            changes[("groups", resource["id"])] = self._group_record(record, resource, None)
+            self._audit(changes, directory_id, actor, "group.create", resource["id"])
+        return copy_json(changes[("groups", resource["id"])]["resource"]), skipped
+
+    def get_group(self, directory_id: str, group_id: str) -> dict | None:
+        """The group without its members (see :meth:`group_members`)."""
+        with self._reading():
+            record = self._group_in(directory_id, group_id)
+            return copy_json(record["resource"]) if record else None
+
+    def group_members(self, directory_id: str, group_id: str) -> list[tuple[str, str]]:
+        """(user id, displayName) of each member, in the order they were added."""
+        with self._reading():
+            users = self._tables["users"]
+            return [
+                (user_id, users[user_id]["resource"].get("displayName", ""))
+                for user_id in self._groups.members.get(group_id, {})
+                if user_id in users and users[user_id]["directory_id"] == directory_id
+            ]
+
+    def groups_of_user(self, directory_id: str, user_id: str) -> list[tuple[str, str]]:
+        """(group id, displayName) of each group the user is a direct member of."""
+        with self._reading():
+            groups = self._tables["groups"]
+            return [
+                (group_id, groups[group_id]["resource"]["displayName"])
+                for group_id in self._groups.groups_of.get(user_id, {})
+                if groups[group_id]["directory_id"] == directory_id
+            ]
+
+    def search_groups(
+        self,
+        directory_id: str,
+        matches: Callable[[dict], bool] | None = None,
+        equal_terms: dict[str, str] | None = None,
+        sort_key: Callable[[dict], Any] | None = None,
+        descending: bool = False,
+        start_index: int = 1,
+        count: int | None = None,
+        with_members: bool = False,
+    ) -> tuple[int, list[dict]]:
+        """Like :meth:`search_users`; ``with_members`` adds ``members`` (value only) to each
+        group the filter sees, for filters that look at members."""
+        with self._reading():
+            groups = self._tables["groups"]
+            if "id" in (equal_terms or {}):
+                ids: Any = [equal_terms["id"]]
+            elif "displayname" in (equal_terms or {}):
+                key = (directory_id, equal_terms["displayname"].casefold())
+                found = self._groups.by_display_name.get(key)
+                ids = [found] if found else []
+            else:
+                ids = self._groups.by_directory.get(directory_id, {})
+            candidates = [
+                groups[i]["resource"]
+                for i in ids
+                if i in groups and groups[i]["directory_id"] == directory_id
+            ]
+            if with_members:
+                candidates = [
+                    {**r, "members": [{"value": m} for m in self._groups.members.get(r["id"], {})]}
+                    for r in candidates
+                ]
+            found_list = [r for r in candidates if matches is None or matches(r)]
+            if sort_key is not None:
+                found_list.sort(key=sort_key, reverse=descending)
+            begin = max(start_index, 1) - 1
+            end = None if count is None else begin + max(count, 0)
+            return len(found_list), found_list[begin:end]
+
+    def update_group(
+        self,
+        directory_id: str,
+        group_id: str,
+        change: Callable[[dict], dict] | None,
+        member_edits: list[tuple],
+        actor: str,
+        expected_version: str | None = None,
+    ) -> tuple[dict, list[str]]:
+        """Change a group's attributes (``change(current)``) and members in one atomic write.
+
+        ``member_edits`` are ("add", ids), ("remove", ids), ("replace", ids) or ("clear",),
+        applied in order. Each costs in proportion to the ids it names, not to the group's
+        size: memberships are documents of their own, so adding 50 members to a group of
+        10,000 writes 50 small documents and the group's new version.
+        """
+        with self._writing() as changes:
+            record = self._group_in(directory_id, group_id)
+            if record is None:
+                raise NotFoundError(group_id)
+            self._check_version(record["resource"], expected_version)
+            old = record["resource"]
+            resource = copy_json(change(old)) if change else copy_json(old)
+            self._check_group_name_free(directory_id, resource["displayName"], group_id)
+            skipped = self._edit_members(changes, record, member_edits, actor)
+            changes[("groups", group_id)] = self._group_record(record, resource, old)
+            self._audit(changes, directory_id, actor, "group.update", group_id)
+        return copy_json(changes[("groups", group_id)]["resource"]), skipped
+
+    def delete_group(
+        self, directory_id: str, group_id: str, actor: str, expected_version: str | None = None
+    ) -> None:
+        """Delete a group and its memberships; its users stay."""
+        with self._writing() as changes:
+            record = self._group_in(directory_id, group_id)
+            if record is None:
+                raise NotFoundError(group_id)
+            self._check_version(record["resource"], expected_version)
+            for user_id in self._groups.members.get(group_id, {}):
+                changes[("memberships", membership_id(group_id, user_id))] = None
+            changes[("groups", group_id)] = None
+            self._audit(changes, directory_id, actor, "group.delete", group_id)
+
+    def _group_in(self, directory_id: str, group_id: str) -> dict | None:
+        record = self._tables["groups"].get(group_id)
+        if record is None or record["directory_id"] != directory_id:
+            return None
+        return record
+
+    def _group_record(self, record: dict, resource: dict, old: dict | None) -> dict:
+        """The group's next stored form: a new revision, so meta.version changes with members."""
+        revision = record["revision"] + 1
+        now = utc_now()
+        resource["id"] = record["id"]
+        resource["meta"] = {
+            "resourceType": "Group",
+            "created": old["meta"]["created"] if old else now,
+            "lastModified": now,
+        }
+        resource["meta"]["version"] = resource_version({**resource, "revision": revision})
+        return {**record, "revision": revision, "resource": resource}
+
+    def _edit_members(
+        self, changes: dict, record: dict, member_edits: list[tuple], actor: str
+    ) -> list[str]:
+        """Queue membership documents for ``member_edits``; returns the skipped ids."""
+        group_id, directory_id = record["id"], record["directory_id"]
+        before = self._groups.members.get(group_id, {})
+        added: dict[str, None] = {}
+        removed: set[str] = set()
+        cleared = False
+        skipped: list[str] = []
+        for verb, *rest in member_edits:
+            ids = rest[0] if rest else []
+            if verb in ("clear", "replace"):
+                cleared, added, removed = True, {}, set()
+            if verb in ("add", "replace"):
+                for user_id in ids:
+                    if self._user_record(directory_id, user_id) is None:
+                        skipped.append(user_id)
+                    else:
+                        added[user_id] = None
+                        removed.discard(user_id)
+            elif verb == "remove":
+                for user_id in ids:
+                    added.pop(user_id, None)
+                    removed.add(user_id)
+        leaving = [u for u in before if u not in added] if cleared else removed
+        for user_id in leaving:
+            if user_id in before:
+                changes[("memberships", membership_id(group_id, user_id))] = None
+        for user_id in added:
+            if user_id not in before:
+                changes[("memberships", membership_id(group_id, user_id))] = {
+                    "id": membership_id(group_id, user_id),
+                    "directory_id": directory_id,
+                    "group_id": group_id,
+                    "user_id": user_id,
+                }
+        for user_id in dict.fromkeys(skipped):
+            self._audit(changes, directory_id, actor, "group.member_skipped", user_id)
+        return list(dict.fromkeys(skipped))
+
+    def _check_group_name_free(self, directory_id: str, name: str, own_id: str | None) -> None:
+        """Entra requires displayName unique per directory, compared case-insensitively
+        (caseExact false, RFC 7643 §4.2)."""
+        holder = self._groups.by_display_name.get((directory_id, name.casefold()))
+        if holder is not None and holder != own_id:
+            raise UniquenessError(f'a group named "{name}" already exists in this directory')
+
+    @staticmethod
+    def _check_version(resource: dict, expected_version: str | None) -> None:
+        """RFC 7644 §3.14 If-Match: a stale version refuses the change."""
+        if expected_version not in (None, "*") and expected_version != resource["meta"]["version"]:
+            raise PreconditionFailed(resource["meta"]["version"])
 
     # -- directory keys ------------------------------------------------------------------------
 
