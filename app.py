@@ -11,7 +11,9 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import sys
+import threading
 import time
 from contextlib import suppress
 from logging.handlers import QueueHandler, QueueListener
@@ -76,7 +78,15 @@ def open_store(data_dir: str) -> Store:
     except DataFolderBusy as busy:
         raise SystemExit(f"Roster cannot start: {busy}") from None
     atexit.register(store.close)
+    exit_cleanly_on_sigterm()
     return store
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (systemd, docker, kill) into a normal exit, so the atexit hooks run: the
+    store compacts its journal and the request log writes out what it has queued."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
 
 
 def load_or_create_secret_key(data_dir: str) -> str:
