@@ -115,11 +115,16 @@ def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> 
     return response
 
 
-def error_response(status: int, detail: str, scim_type: str | None = None, headers=None):
+def error_body(status: int, detail: str, scim_type: str | None = None) -> dict:
+    """An RFC 7644 §3.12 error: status as a string, scimType only where one applies."""
     body: dict[str, Any] = {"schemas": [ERROR_URN], "status": str(status), "detail": detail}
     if scim_type:
         body["scimType"] = scim_type
-    return scim_response(body, status, headers)
+    return body
+
+
+def error_response(status: int, detail: str, scim_type: str | None = None, headers=None):
+    return scim_response(error_body(status, detail, scim_type), status, headers)
 
 
 def handle_scim_error(error: ScimError) -> Response:
@@ -684,6 +689,178 @@ def delete_group(group_id: str) -> Response:
     return Response(status=204)
 
 
+# -- bulk (RFC 7644 §3.7) ----------------------------------------------------------------------
+
+BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+MAX_BULK_OPERATIONS = 1000
+BULK_ID = re.compile(r'bulkId:([^"\\/\s]+)')  # a reference inside JSON text or a path
+
+
+@bp.post("/Bulk", strict_slashes=False)
+def bulk() -> Response:
+    """Run a BulkRequest: each operation applied and answered on its own (§3.7.3).
+
+    The body limit (maxPayloadSize) is the app's MAX_CONTENT_LENGTH, so an oversized body is
+    a 413 before it is read; more than maxOperations is a 413 tooMany.
+    """
+    fields = {key.casefold(): value for key, value in request_object("a BulkRequest").items()}
+    schemas = fields.get("schemas")
+    if not isinstance(schemas, list) or BULK_REQUEST_URN.casefold() not in (
+        s.casefold() for s in schemas if isinstance(s, str)
+    ):
+        raise ScimError(400, f"schemas must list {BULK_REQUEST_URN}", "invalidSyntax")
+    operations = fields.get("operations")
+    if not isinstance(operations, list) or not operations:
+        raise ScimError(400, "Operations must be a non-empty list", "invalidSyntax")
+    if len(operations) > MAX_BULK_OPERATIONS:
+        raise ScimError(413, f"at most {MAX_BULK_OPERATIONS} operations per request", "tooMany")
+    fail_on_errors = fields.get("failonerrors")
+    if fail_on_errors is not None and (
+        not isinstance(fail_on_errors, int)
+        or isinstance(fail_on_errors, bool)
+        or fail_on_errors < 1
+    ):
+        raise ScimError(400, "failOnErrors must be a positive integer", "invalidValue")
+    results = run_bulk(operations, fail_on_errors)
+    return scim_response({"schemas": [BULK_RESPONSE_URN], "Operations": results})
+
+
+def run_bulk(operations: list, fail_on_errors: int | None) -> list[dict]:
+    """Run operations in order; one that refers to a bulkId created later waits for it.
+
+    Each pass runs every operation whose references can be resolved; what is left after a
+    pass without progress refers to a bulkId that failed or never comes (409).
+    """
+    created: dict[str, str] = {}  # bulkId -> id of the resource its POST created
+    results: dict[int, dict] = {}
+    pending = list(enumerate(operations))
+    errors = 0
+    while pending:
+        waiting = []
+        for index, operation in pending:
+            if references_pending(operation, created, pending):
+                waiting.append((index, operation))
+                continue
+            results[index] = run_bulk_operation(operation, created)
+            if int(results[index]["status"]) >= 400:
+                errors += 1
+                if fail_on_errors is not None and errors >= fail_on_errors:
+                    return [results[i] for i in sorted(results)]
+        if len(waiting) == len(pending):
+            for index, operation in waiting:
+                results[index] = bulk_error(
+                    operation, ScimError(409, "a bulkId it refers to cannot be resolved")
+                )
+            break
+        pending = waiting
+    return [results[i] for i in sorted(results)]
+
+
+def references_pending(operation: Any, created: dict[str, str], pending: list) -> bool:
+    """Does the operation refer to a bulkId whose POST has not run yet (but will)?"""
+    waiting_for = {
+        op.get("bulkId") for _index, op in pending if isinstance(op, dict) and op is not operation
+    }
+    return any(
+        bulk_id not in created and bulk_id in waiting_for
+        for bulk_id in BULK_ID.findall(json.dumps(operation) if isinstance(operation, dict) else "")
+    )
+
+
+def with_bulk_ids_resolved(value: Any, created: dict[str, str]) -> Any:
+    """Replace "bulkId:x" references (a whole string value) with the id the POST created."""
+    if isinstance(value, dict):
+        return {k: with_bulk_ids_resolved(v, created) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_bulk_ids_resolved(v, created) for v in value]
+    if isinstance(value, str) and value.startswith("bulkId:"):
+        bulk_id = value[len("bulkId:") :]
+        if bulk_id not in created:
+            raise ScimError(409, f"bulkId {bulk_id} names no resource created in this request")
+        return created[bulk_id]
+    return value
+
+
+def run_bulk_operation(operation: Any, created: dict[str, str]) -> dict:
+    """One operation through the same functions the plain endpoints use."""
+    try:
+        if not isinstance(operation, dict):
+            raise ScimError(400, "each operation must be a JSON object", "invalidSyntax")
+        fields = {key.casefold(): value for key, value in operation.items()}
+        method = str(fields.get("method", "")).upper()
+        path = fields.get("path")
+        if not isinstance(path, str):
+            raise ScimError(400, "path is required", "invalidSyntax")
+        path = "/".join(with_bulk_ids_resolved(part, created) for part in path.split("/"))
+        data = with_bulk_ids_resolved(fields.get("data"), created)
+        expected = fields.get("version")
+        outcome = dispatch_bulk(method, path, data, expected, fields.get("bulkid"))
+    except ScimError as error:
+        return bulk_error(operation, error)
+    status, resource = outcome
+    result = {"method": method, "status": str(status)}
+    if isinstance(operation, dict) and operation.get("bulkId") is not None:
+        result["bulkId"] = operation["bulkId"]
+        if resource is not None and method == "POST":
+            created[operation["bulkId"]] = resource["id"]
+    if resource is not None:
+        result["location"] = resource_location(resource)
+        result["version"] = resource["meta"]["version"]
+    return result
+
+
+def dispatch_bulk(
+    method: str, path: str, data: Any, expected: str | None, bulk_id: Any
+) -> tuple[int, dict | None]:
+    parts = path.strip("/").split("/")
+    kind = {"users": "Users", "groups": "Groups"}.get(parts[0].casefold()) if parts else None
+    if kind is None or len(parts) > 2:
+        raise ScimError(400, f"path {path} names no Users or Groups resource", "invalidPath")
+    resource_id = parts[1] if len(parts) == 2 else None
+    if method == "POST" and resource_id is None:
+        if not isinstance(bulk_id, str) or not bulk_id:
+            raise ScimError(400, "a POST operation needs a bulkId (RFC 7644 §3.7)", "invalidValue")
+        create = create_user_from if kind == "Users" else create_group_from
+        return 201, create(object_or_error(data))
+    if resource_id is None or method not in ("PUT", "PATCH", "DELETE"):
+        raise ScimError(
+            400, f"{method} {path} is not a bulk operation Roster runs", "invalidSyntax"
+        )
+    if method == "DELETE":
+        (delete_user_by_id if kind == "Users" else delete_group_by_id)(resource_id, expected)
+        return 204, None
+    run = {
+        ("PUT", "Users"): replace_user_from,
+        ("PUT", "Groups"): replace_group_from,
+        ("PATCH", "Users"): patch_user_from,
+        ("PATCH", "Groups"): patch_group_from,
+    }[(method, kind)]
+    return 200, run(resource_id, object_or_error(data), expected)
+
+
+def object_or_error(data: Any) -> dict:
+    if not isinstance(data, dict):
+        raise ScimError(400, "data must be a JSON object", "invalidSyntax")
+    return data
+
+
+def bulk_error(operation: Any, error: ScimError) -> dict:
+    body: dict[str, Any] = {
+        "schemas": [ERROR_URN],
+        "status": str(error.status),
+        "detail": error.detail,
+    }
+    if error.scim_type:
+        body["scimType"] = error.scim_type
+    result = {"status": str(error.status), "response": body}
+    if isinstance(operation, dict):
+        result["method"] = str(operation.get("method", "")).upper()
+        if operation.get("bulkId") is not None:
+            result["bulkId"] = operation["bulkId"]
+    return result
+
+
 # -- discovery (RFC 7644 §4) --------------------------------------------------------------------
 
 
@@ -692,7 +869,11 @@ def service_provider_config() -> dict:
     return {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "patch": {"supported": True},
-        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {
+            "supported": True,
+            "maxOperations": MAX_BULK_OPERATIONS,
+            "maxPayloadSize": current_app.config["MAX_CONTENT_LENGTH"],
+        },
         "filter": {"supported": True, "maxResults": MAX_PAGE_SIZE},
         "changePassword": {"supported": False},
         "sort": {"supported": True},
