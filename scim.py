@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -428,6 +428,11 @@ def attribute_list(value: Any) -> list[str] | None:
 
 
 def user_list_response(search: SearchRequest) -> Response:
+    return list_page(*find_users(search), search)
+
+
+def find_users(search: SearchRequest) -> tuple[int, list[dict]]:
+    """totalResults and the requested page of users, shaped for the response."""
     parsed = parse_filter(search.filter) if search.filter is not None else None
     matches = compile_filter(parsed, USER_RESOURCE) if parsed else None
     terms = equality_terms(parsed, USER_RESOURCE) if parsed else {}
@@ -440,12 +445,10 @@ def user_list_response(search: SearchRequest) -> Response:
         start_index=search.start_index,
         count=search.count,
     )
-    return list_page(
-        total, search, [shape_user(r, search.attributes, search.excluded) for r in page]
-    )
+    return total, [shape_user(r, search.attributes, search.excluded) for r in page]
 
 
-def list_page(total: int, search: SearchRequest, resources: list[dict]) -> Response:
+def list_page(total: int, resources: list[dict], search: SearchRequest) -> Response:
     """A ListResponse (RFC 7644 §3.4.2): totalResults, startIndex, itemsPerPage, Resources."""
     return scim_response(
         {
@@ -477,21 +480,21 @@ def search_everything() -> Response:
     (only when neither type knows it is it invalidFilter); sortBy orders within each type.
     """
     search = search_request(search_request_body())
-    everything = SearchRequest(**{**search.__dict__, "start_index": 1, "count": MAX_PAGE_SIZE})
-    found: list[dict] = []
-    total, failures = 0, []
-    for list_response_of in (user_list_response, group_list_response):
+    begin, total, page, failures = search.start_index - 1, 0, [], []
+    for find in (find_users, find_groups):
         try:
-            body = json.loads(list_response_of(everything).get_data())
+            found, _ = find(replace(search, start_index=1, count=0))
         except ScimError as error:
             failures.append(error)
             continue
-        total += body["totalResults"]
-        found.extend(body["Resources"])
+        if len(page) < search.count and begin < total + found:
+            start = max(begin - total, 0) + 1
+            _, more = find(replace(search, start_index=start, count=search.count - len(page)))
+            page.extend(more)
+        total += found
     if len(failures) == 2:
         raise failures[0]
-    begin = search.start_index - 1
-    return list_page(total, search, found[begin : begin + search.count])
+    return list_page(total, page, search)
 
 
 def search_request_body() -> dict:
@@ -650,6 +653,11 @@ def search_groups() -> Response:
 
 
 def group_list_response(search: SearchRequest) -> Response:
+    return list_page(*find_groups(search), search)
+
+
+def find_groups(search: SearchRequest) -> tuple[int, list[dict]]:
+    """totalResults and the requested page of groups, shaped for the response."""
     parsed = parse_filter(search.filter) if search.filter is not None else None
     total, page = store().search_groups(
         g.directory_id,
@@ -662,9 +670,7 @@ def group_list_response(search: SearchRequest) -> Response:
         with_members="members" in (search.filter or "").casefold(),
     )
     page = [{k: v for k, v in r.items() if k != "members"} for r in page]
-    return list_page(
-        total, search, [shape_group(r, search.attributes, search.excluded) for r in page]
-    )
+    return total, [shape_group(r, search.attributes, search.excluded) for r in page]
 
 
 @bp.get("/Groups/<group_id>", strict_slashes=False)

@@ -102,6 +102,8 @@ def create_limit_app() -> Flask:
     )
     app.add_url_rule("/v2/Groups", "list_groups", lambda: scim(EMPTY_LIST), methods=["GET"])
     app.add_url_rule("/v2/Groups", "create_group", lambda: scim(GROUP, 201), methods=["POST"])
+    # Roster's big-group GET is sent with excludedAttributes=members: the canned group has none.
+    app.add_url_rule("/v2/Groups/<group_id>", "get_group", lambda group_id: scim(GROUP))
     app.add_url_rule(
         "/v2/Groups/<group_id>",
         "patch_group",

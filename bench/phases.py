@@ -26,6 +26,10 @@ PAGE_SIZE = 100
 ROUNDS = 5
 GROUP_SIZE = 10_000
 MAX_GROUP_REPEATS = 40
+ONE_PATCH_MEMBERS = 1_000  # issue 4: 1,000 members added in one PATCH
+ONE_PATCH_REPEATS = 10  # each on a fresh empty group
+BIG_GET_REPEATS = 200  # GETs of the big group with excludedAttributes=members
+REFERENCE_GETS = 500  # ordinary requests (GET of a user by id) measured alongside them
 
 
 @dataclass
@@ -257,30 +261,61 @@ def co_search(bench: Bench) -> None:
 def groups(bench: Bench) -> None:
     """Entra's group sync: query, POST empty, PATCH ``Add`` members in batches of 50.
 
-    The target compares one batch added to an empty group with one added to a group of 10,000
-    (or as many as this run's users allow); both are sent by one client, one batch at a time, as
-    Entra sends a group's batches.
+    The first target compares one batch added to an empty group with one added to a group of
+    10,000 (or as many as this run's users allow); both are sent by one client, one batch at a
+    time, as Entra sends a group's batches. Then the two big operations of issue 4, each priced
+    in ordinary requests (a GET of one user by id, measured alongside them, also by one client):
+    1,000 members added in one PATCH to a fresh empty group, and a GET of the big group with
+    ``excludedAttributes=members``.
     """
     members = [user_id for user_id in bench.ids if user_id]
     repeats = max(1, min(MAX_GROUP_REPEATS, len(members) // 100))
     fill = min(GROUP_SIZE, max(0, len(members) - repeats * entra.MEMBER_BATCH))
-    names = ("groups_create", "groups_add_empty", "groups_add_full")
-    notes = ("", "50 to an empty group", f"50 to a group of {fill}")
-    limit = group_measurements(bench, bench.limit, members, repeats, fill)
+    one_patch = members[:ONE_PATCH_MEMBERS]
+    reference = [f"/Users/{bench.ids[i]}" for i in bench.existing_sample(REFERENCE_GETS)]
+    reference = (reference * (REFERENCE_GETS // max(1, len(reference)) + 1))[:REFERENCE_GETS]
+    big_size = fill + repeats * entra.MEMBER_BATCH
+    whole = ""
+    if len(one_patch) < ONE_PATCH_MEMBERS:
+        whole = f" (all this run's users: fewer than {ONE_PATCH_MEMBERS:,})"
+    rows = {
+        "groups_create": "",
+        "groups_add_empty": "50 to an empty group",
+        "groups_add_full": f"50 to a group of {fill}",
+        "groups_ref_get": "1 client: GET /Users/{id}, the ordinary request",
+        "groups_add_1000": f"1 client: {len(one_patch):,} in one Add to an empty group{whole}",
+        "groups_get_big": f"1 client: group of {big_size:,}, excludedAttributes=members",
+    }
+    plan = GroupPlan(repeats, fill, one_patch, reference)
+    limit = group_measurements(bench, bench.limit, plan)
     if bench.roster_get(f"/Groups?{entra.group_query(0)}").status_code == 404:
-        for name, measurement in zip(names, limit, strict=True):
-            bench.rows.append(Row(name, None, measurement, note="Roster: not served (404)"))
+        for name in rows:
+            bench.rows.append(Row(name, None, limit[name], note="Roster: not served (404)"))
         return
-    roster = group_measurements(bench, bench.roster, members, repeats, fill)
-    for name, on_roster, on_limit, note in zip(names, roster, limit, notes, strict=True):
-        bench.rows.append(Row(name, on_roster, on_limit, note))
+    roster = group_measurements(bench, bench.roster, plan)
+    for name, note in rows.items():
+        bench.rows.append(Row(name, roster[name], limit[name], note))
+    check_groups(bench, plan, big_size)
 
 
-def group_measurements(
-    bench: Bench, server: Server, members: list[str], repeats: int, fill: int
-) -> tuple[Measurement, Measurement, Measurement]:
-    """Create groups, add a batch to each empty one, then a batch at a time to a big one."""
+@dataclass
+class GroupPlan:
+    """The same work for both servers: how many batches, how full, which users and GETs."""
+
+    repeats: int
+    fill: int
+    one_patch: list[str]
+    reference: list[str]
+    group_ids: dict[int, str] = field(default_factory=dict)
+
+
+def group_measurements(bench: Bench, server: Server, plan: GroupPlan) -> dict[str, Measurement]:
+    """Create groups, add a batch to each empty one, then a batch at a time to a big one; then
+    the big operations, in rounds alternating with the ordinary GETs so that both see the same
+    load from elsewhere on the machine.
+    """
     group_ids: dict[int, str] = {}
+    plan.group_ids = group_ids  # the last server's ids, for the checks
 
     def create(client: Client, index: int) -> None:
         client.send("GET", f"/Groups?{entra.group_query(index)}")
@@ -294,6 +329,16 @@ def group_measurements(
             batch = members[start : start + entra.MEMBER_BATCH]
             client.send("PATCH", f"/Groups/{group_ids[index]}", entra.add_members_body(batch))
 
+    def add_at_once(client: Client, index: int) -> None:
+        if index in group_ids:
+            client.send("PATCH", f"/Groups/{group_ids[index]}", one_patch_body)
+
+    def get_big(client: Client, _number: int) -> None:
+        if big in group_ids:
+            client.send("GET", f"/Groups/{group_ids[big]}?excludedAttributes=members")
+
+    members = [user_id for user_id in bench.ids if user_id]
+    repeats, fill = plan.repeats, plan.fill
     big = repeats  # groups 0..repeats-1 stay small; this one grows
     created = run_load(server, bench.token, range(repeats + 1), create, bench.clients)
     to_empty = run_load(server, bench.token, [(i, 0) for i in range(repeats)], add, 1)
@@ -301,7 +346,51 @@ def group_measurements(
     run_load(server, bench.token, filling, add, 1)
     batches = range(fill, fill + repeats * entra.MEMBER_BATCH, entra.MEMBER_BATCH)
     to_big = run_load(server, bench.token, [(big, start) for start in batches], add, 1)
-    return created, to_empty, to_big
+
+    fresh = range(big + 1, big + 1 + ONE_PATCH_REPEATS)  # empty groups for the 1,000 at once
+    run_load(server, bench.token, fresh, create, 1)  # setup, not measured
+    one_patch_body = entra.add_members_body(plan.one_patch)
+    reference, at_once, big_reads = Measurement(), Measurement(), Measurement()
+    for number in range(ROUNDS):
+        gets = plan.reference
+        part = gets[number * len(gets) // ROUNDS : (number + 1) * len(gets) // ROUNDS]
+        reference.append(run_load(server, bench.token, part, get_step, 1))
+        mine = fresh[number * len(fresh) // ROUNDS : (number + 1) * len(fresh) // ROUNDS]
+        at_once.append(run_load(server, bench.token, mine, add_at_once, 1))
+        reads = range(BIG_GET_REPEATS // ROUNDS)
+        big_reads.append(run_load(server, bench.token, reads, get_big, 1))
+    return {
+        "groups_create": created,
+        "groups_add_empty": to_empty,
+        "groups_add_full": to_big,
+        "groups_ref_get": reference,
+        "groups_add_1000": at_once,
+        "groups_get_big": big_reads,
+    }
+
+
+def check_groups(bench: Bench, plan: GroupPlan, size: int) -> None:
+    """Roster's big group holds every member added, and its GET without members names none."""
+    big = plan.group_ids.get(plan.repeats)
+    first_fresh = plan.group_ids.get(plan.repeats + 1)
+    if big is None or first_fresh is None:
+        bench.verify("groups: Roster created the big group and the fresh ones", False)
+        return
+    whole = bench.roster_get(f"/Groups/{big}").json()
+    bench.verify(
+        f"groups: the big group lists {size:,} members", len(whole.get("members", [])) == size
+    )
+    bare = bench.roster_get(f"/Groups/{big}?excludedAttributes=members").json()
+    bench.verify(
+        "groups: excludedAttributes=members leaves members out",
+        bare.get("id") == big and "members" not in bare,
+    )
+    fresh = bench.roster_get(f"/Groups/{first_fresh}").json()
+    listed = {member.get("value") for member in fresh.get("members", [])}
+    bench.verify(
+        f"groups: one PATCH added all {len(plan.one_patch):,} members",
+        listed == set(plan.one_patch),
+    )
 
 
 # -- restart ------------------------------------------------------------------------------------

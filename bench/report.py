@@ -37,6 +37,40 @@ def per_request_growth(small: Row, large: Row) -> float:
     return large.roster.cpu_ms_per_request / max(small.roster.cpu_ms_per_request, 1e-9)
 
 
+REFERENCE = "groups_ref_get"  # the ordinary request: a GET of one user by id, one client
+BIG_OPERATIONS = ("groups_add_1000", "groups_get_big")
+
+
+def in_ordinary_requests(reference: Row, row: Row) -> tuple[float, float]:
+    """Roster's cost of one request of ``row`` as a count of ordinary requests: CPU, p50."""
+    cpu = row.roster.cpu_ms_per_request / max(reference.roster.cpu_ms_per_request, 1e-9)
+    p50 = row.roster.percentile_ms(0.5) / max(reference.roster.percentile_ms(0.5), 1e-9)
+    return cpu, p50
+
+
+def ordinary_request_lines(rows: list[Row]) -> list[str]:
+    """Issue 4's figures: each big group operation priced in ordinary requests on Roster."""
+    by_name = {row.name: row for row in rows}
+    reference = by_name.get(REFERENCE)
+    if reference is None or reference.roster is None or not reference.roster.requests:
+        return []
+    lines = [
+        f"Cost in ordinary requests (Roster; ordinary = {REFERENCE}, "
+        f"{reference.roster.cpu_ms_per_request:.2f} CPU ms, "
+        f"p50 {reference.roster.percentile_ms(0.5):.1f} ms):"
+    ]
+    for name in BIG_OPERATIONS:
+        row = by_name.get(name)
+        if row is None or row.roster is None or not row.roster.requests:
+            continue
+        cpu, p50 = in_ordinary_requests(reference, row)
+        lines.append(
+            f"  {name:<18}{row.roster.cpu_ms_per_request:>9.2f} CPU ms = {cpu:6.1f} by CPU"
+            f"{row.roster.percentile_ms(0.5):>9.1f} ms p50 = {p50:6.1f} by p50"
+        )
+    return lines
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -156,6 +190,17 @@ def targets(rows: list[Row]) -> list[Target]:
         lambda v: v <= SAME_COST,
         "x",
     )
+    for name, text, limit in (
+        ("groups_add_1000", "1,000 members in one PATCH costs", 5),
+        ("groups_get_big", "GET big group ?excludedAttributes=members", 2),
+    ):
+        judge(
+            f"{text} <= {limit} ordinary requests (CPU)",
+            (REFERENCE, name),
+            lambda reference, row: in_ordinary_requests(reference, row)[0],
+            lambda v, limit=limit: v <= limit,
+            " req",
+        )
     judge("restart <= 5 s", ("restart",), lambda row: row.value, lambda v: v <= 5, " s")
     judge("memory <= 1024 MiB", ("memory",), lambda row: row.value, lambda v: v <= 1024, " MiB")
     return results
@@ -163,7 +208,7 @@ def targets(rows: list[Row]) -> list[Target]:
 
 def target_lines(results: list[Target], users: int) -> list[str]:
     lines = [f"Targets ({users:,} users this run):"]
-    lines.extend(f"  {t.verdict:<13} {t.text:<58} {t.shown}" for t in results)
+    lines.extend(f"  {t.verdict:<13} {t.text:<70} {t.shown}" for t in results)
     return lines
 
 
@@ -200,5 +245,20 @@ def results_json(rows: list[Row], results: list[Target], config: dict, checks: l
             for row in rows
         ],
         "targets": [vars(target) for target in results],
+        "ordinary_requests": ordinary_request_json(rows),
         "checks": checks,
     }
+
+
+def ordinary_request_json(rows: list[Row]) -> dict:
+    by_name = {row.name: row for row in rows}
+    reference = by_name.get(REFERENCE)
+    if reference is None or reference.roster is None or not reference.roster.requests:
+        return {}
+    priced = {}
+    for name in BIG_OPERATIONS:
+        row = by_name.get(name)
+        if row is not None and row.roster is not None and row.roster.requests:
+            cpu, p50 = in_ordinary_requests(reference, row)
+            priced[name] = {"by_cpu": round(cpu, 2), "by_p50": round(p50, 2)}
+    return priced
