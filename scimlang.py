@@ -1290,11 +1290,15 @@ def _member_ids(value: object) -> list[str]:
     ids = []
     for entry in entries:
         if isinstance(entry, dict):
-            entry = next((v for k, v in entry.items() if k.lower() == "value"), None)
+            entry = entry["value"] if "value" in entry else _value_in_any_case(entry)
         if not isinstance(entry, str) or not entry:
             raise _bad_request("invalidValue", "each member needs a user id as its value")
         ids.append(entry)
     return ids
+
+
+def _value_in_any_case(entry: dict) -> object:
+    return next((v for k, v in entry.items() if k.lower() == "value"), None)
 
 
 def _member_filter_ids(text: str) -> list[str]:

@@ -562,16 +562,18 @@ class Store:
                 return
             if self.read_only:
                 raise DataFolderBusy(getattr(self, "busy_reason", "this store is read-only"))
-            doc_keys = self._doc_keys_for(changes)
+            doc_keys, next_keys = self._doc_keys_for(changes)
             entries = [[t, doc_keys[(t, i)], doc] for (t, i), doc in changes.items()]
             self._folder.append(self._seq + 1, entries)
             self._seq += 1
             self._apply(changes, doc_keys)
+            self._next_doc_key = next_keys
             seq = self._seq
         self._folder.wait_durable(seq)
         self._compact_in_background_when_due()
 
-    def _doc_keys_for(self, changes: dict) -> dict[tuple[str, str], str]:
+    def _doc_keys_for(self, changes: dict) -> tuple[dict[tuple[str, str], str], dict[str, int]]:
+        """TinyDB document numbers for the changed documents, and the next free numbers."""
         keys = {}
         next_keys = dict(self._next_doc_key)
         for table, doc_id in changes:
@@ -580,7 +582,7 @@ class Store:
                 key = str(next_keys[table])
                 next_keys[table] += 1
             keys[(table, doc_id)] = key
-        return keys
+        return keys, next_keys
 
     def _apply(self, changes: dict, doc_keys: dict[tuple[str, str], str]) -> None:
         for (table, doc_id), document in changes.items():
@@ -598,9 +600,7 @@ class Store:
                 self._doc_keys[table].pop(doc_id, None)
                 continue
             self._tables[table][doc_id] = document
-            key = doc_keys[(table, doc_id)]
-            self._doc_keys[table][doc_id] = key
-            self._next_doc_key[table] = max(self._next_doc_key[table], int(key) + 1)
+            self._doc_keys[table][doc_id] = doc_keys[(table, doc_id)]
             if table == "keys":
                 self._keys_by_hash[document["token_hash"]] = doc_id
 
@@ -703,10 +703,13 @@ class Store:
             user_ids = list(self._users.by_directory.get(directory_id, {}))
             for user_id in user_ids:
                 changes[("users", user_id)] = None
-            for table in ("groups", "memberships", "keys"):
-                for doc_id, doc in self._tables[table].items():
-                    if doc["directory_id"] == directory_id:
-                        changes[(table, doc_id)] = None
+            for group_id in self._groups.by_directory.get(directory_id, {}):
+                changes[("groups", group_id)] = None
+                for user_id in self._groups.members.get(group_id, {}):
+                    changes[("memberships", membership_id(group_id, user_id))] = None
+            for key_id, key in self._tables["keys"].items():
+                if key["directory_id"] == directory_id:
+                    changes[("keys", key_id)] = None
             changes[("directories", directory_id)] = None
             self._audit(changes, None, actor, "directory.delete", directory_id)
         return len(user_ids)
@@ -1079,9 +1082,9 @@ class Store:
                 changes[("memberships", membership_id(group_id, user_id))] = None
         for user_id in added:
             if user_id not in before:
-                changes[("memberships", membership_id(group_id, user_id))] = {
-                    "id": membership_id(group_id, user_id),
-                    "directory_id": directory_id,
+                key = membership_id(group_id, user_id)
+                changes[("memberships", key)] = {
+                    "id": key,
                     "group_id": group_id,
                     "user_id": user_id,
                 }

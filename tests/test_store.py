@@ -288,3 +288,14 @@ def test_closing_twice_is_harmless_and_frees_the_folder(tmp_path):
     again = Store(str(tmp_path))
     assert [d["name"] for d in again.list_directories()] == ["Contoso"]
     again.close()
+
+
+def test_delete_directory_takes_its_groups_and_memberships(store, directory):
+    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    group, skipped = store.create_group(
+        directory["id"], {"schemas": [], "displayName": "Team"}, [ana["id"]], "t"
+    )
+    assert skipped == [] and store.group_members(directory["id"], group["id"])
+    store.delete_directory(directory["id"], "t")
+    assert store.get_group(directory["id"], group["id"]) is None
+    assert store.groups_of_user(directory["id"], ana["id"]) == []
