@@ -336,6 +336,21 @@ class _RaceWithCompaction(Exception):
 _JOURNAL_NAME = re.compile(r"journal-(\d+)\.jsonl")
 
 
+def _matching_page(
+    candidates: list[dict],
+    matches: Callable[[dict], bool] | None,
+    sort_key: Callable[[dict], Any] | None,
+    descending: bool,
+    begin: int,
+    end: int | None,
+) -> tuple[int, list[dict]]:
+    """Filter, sort and slice: the total that matched and the page asked for."""
+    found = [r for r in candidates if matches is None or matches(r)]
+    if sort_key is not None:
+        found.sort(key=sort_key, reverse=descending)
+    return len(found), found[begin:end]
+
+
 def _file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -863,10 +878,7 @@ class Store:
                 page = [users[user_id]["resource"] for user_id in ordered[begin:end]]
                 return len(ordered), page
             candidates = self._user_candidates(directory_id, equal_terms or {})
-            found = [r for r in candidates if matches is None or matches(r)]
-            if sort_key is not None:
-                found.sort(key=sort_key, reverse=descending)
-            return len(found), found[begin:end]
+            return _matching_page(candidates, matches, sort_key, descending, begin, end)
 
     def _user_candidates(self, directory_id: str, equal_terms: dict[str, str]) -> list[dict]:
         users = self._tables["users"]
@@ -982,12 +994,9 @@ class Store:
                     {**r, "members": [{"value": m} for m in self._groups.members.get(r["id"], {})]}
                     for r in candidates
                 ]
-            found_list = [r for r in candidates if matches is None or matches(r)]
-            if sort_key is not None:
-                found_list.sort(key=sort_key, reverse=descending)
             begin = max(start_index, 1) - 1
             end = None if count is None else begin + max(count, 0)
-            return len(found_list), found_list[begin:end]
+            return _matching_page(candidates, matches, sort_key, descending, begin, end)
 
     def update_group(
         self,

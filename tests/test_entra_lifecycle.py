@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from .conftest import LiveServer, create_key_with_cli, run_cli
+from .scim_client import assert_scim_error, get_user, open_session, unique_name
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -30,19 +31,6 @@ SCIM_JSON = "application/scim+json"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def open_session(server: LiveServer, token: str) -> requests.Session:
-    """An HTTP session sending what Entra sends: a bearer token and SCIM JSON bodies."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    session.headers["Content-Type"] = f"{SCIM_JSON}; charset=utf-8"
-    session.base = f"{server.url}/v2"
-    return session
-
-
-def unique_name(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}@contoso.example"
 
 
 def entra_user(user_name: str | None = None, **overrides) -> dict:
@@ -75,12 +63,6 @@ def create_user(session: requests.Session, user_name: str | None = None, **overr
     return post_user(session, entra_user(user_name, **overrides))
 
 
-def get_user(session: requests.Session, user_id: str) -> dict:
-    response = session.get(f"{session.base}/Users/{user_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def patch_user(session: requests.Session, user_id: str, *operations: dict) -> requests.Response:
     body = {"schemas": [PATCH_OP], "Operations": list(operations)}
     return session.patch(f"{session.base}/Users/{user_id}", json=body)
@@ -101,16 +83,6 @@ def work_entry(resource: dict, attribute: str, kind: str = "work") -> dict:
     entries = [e for e in resource.get(attribute, []) if e.get("type") == kind]
     assert len(entries) == 1, resource.get(attribute)
     return entries[0]
-
-
-def assert_scim_error(response: requests.Response, status: int, scim_type: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith(SCIM_JSON)
-    body = response.json()
-    assert ERROR in body["schemas"]
-    assert body["status"] == str(status)
-    if scim_type is not None:
-        assert body.get("scimType") == scim_type, body
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from .conftest import LiveServer, create_key_with_cli, run_cli
+from .scim_client import assert_scim_error, get_user, open_session, unique_name
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -36,19 +37,6 @@ NO_MEMBERS = "excludedAttributes=members"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def open_session(server: LiveServer, token: str) -> requests.Session:
-    """An HTTP session sending what Entra sends: a bearer token and SCIM JSON bodies."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    session.headers["Content-Type"] = f"{SCIM_JSON}; charset=utf-8"
-    session.base = f"{server.url}/v2"
-    return session
-
-
-def unique_name(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}@contoso.example"
 
 
 def unique_group_name(prefix: str = "Team") -> str:
@@ -74,12 +62,6 @@ def entra_user(user_name: str | None = None, **overrides) -> dict:
 def create_user(session: requests.Session, user_name: str | None = None, **overrides) -> dict:
     response = session.post(f"{session.base}/Users", json=entra_user(user_name, **overrides))
     assert response.status_code == 201, response.text
-    return response.json()
-
-
-def get_user(session: requests.Session, user_id: str) -> dict:
-    response = session.get(f"{session.base}/Users/{user_id}")
-    assert response.status_code == 200, response.text
     return response.json()
 
 
@@ -145,16 +127,6 @@ def find(session: requests.Session, endpoint: str, filter_text: str, extra: str 
 
 def user_name_count(session: requests.Session, user_name: str) -> int:
     return find(session, "Users", f'userName eq "{user_name}"')["totalResults"]
-
-
-def assert_scim_error(response: requests.Response, status: int, scim_type: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith(SCIM_JSON)
-    body = response.json()
-    assert ERROR in body["schemas"]
-    assert body["status"] == str(status)
-    if scim_type is not None:
-        assert body.get("scimType") == scim_type, body
 
 
 def bulk(session: requests.Session, operations: list[dict], **extra) -> requests.Response:
