@@ -47,6 +47,7 @@ from store import (
     NotFoundError,
     PreconditionFailed,
     Store,
+    StoreClosed,
     UniquenessError,
 )
 
@@ -328,6 +329,8 @@ def stored_change(write: Callable[[], dict]) -> dict:
         raise ScimError(404, "resource not found") from None
     except BrokenReferenceError as error:
         raise ScimError(400, str(error), "invalidValue") from None
+    except StoreClosed as error:
+        raise ScimError(503, str(error)) from None
     except PreconditionFailed as error:
         raise ScimError(412, f"the resource has changed: its version is now {error}") from None
 

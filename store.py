@@ -43,6 +43,10 @@ TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
 AUTH_METHODS = ("none", "local", "microsoft")
 
 
+class StoreClosed(Exception):
+    """The store is closing (the server is shutting down): no more writes."""
+
+
 class PreconditionFailed(Exception):
     """If-Match named a version that is no longer current (RFC 7644 §3.14)."""
 
@@ -176,10 +180,13 @@ class _DataFolder:
         return handle
 
     def release(self) -> None:
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-            self._journal_fd = None
-            self.journal_bytes = 0  # nothing left to compact: a second close is a no-op
+        with self._sync:
+            while self._syncing:  # a writer's fsync must not meet a closed descriptor
+                self._sync.wait()
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+                self._journal_fd = None
+                self.journal_bytes = 0  # nothing left to compact: a second close is a no-op
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
@@ -203,14 +210,22 @@ class _DataFolder:
     def _load_once(self) -> tuple[dict[str, dict[str, dict]], int]:
         if not self.read_only:
             self._remove_stray_temp_files()
+        snapshot_before = _file_identity(self.snapshot_path)
         raw = AtomicJSONStorage(self.snapshot_path).read() or {}
         last_seq = int(raw.get(META_TABLE, {}).get("1", {}).get("last_seq", 0))
         tables = {name: raw.get(name, {}) for name in TABLES}
         journals = self._journal_paths()
         seq = last_seq
-        for number, path in enumerate(journals):
-            is_last = number == len(journals) - 1
-            seq = self._replay(path, tables, seq, is_last)
+        try:
+            for number, path in enumerate(journals):
+                is_last = number == len(journals) - 1
+                seq = self._replay(path, tables, seq, is_last)
+        except FileNotFoundError:
+            if self.read_only:  # the owner compacted and dropped a journal under us
+                raise _RaceWithCompaction from None
+            raise
+        if self.read_only and _file_identity(self.snapshot_path) != snapshot_before:
+            raise _RaceWithCompaction  # the snapshot changed while the journals were read
         if not self.read_only:
             self._open_journal(journals[-1] if journals else None, seq)
         return tables, seq
@@ -225,7 +240,7 @@ class _DataFolder:
             try:
                 entry = json.loads(line)
             except ValueError:
-                break
+                raise CorruptDataError(f"{path}: unreadable line at byte {good_end}") from None
             good_end = line_end
             if entry["seq"] <= seq:
                 continue
@@ -235,9 +250,9 @@ class _DataFolder:
                 raise CorruptDataError(f"{path}: journal jumps from seq {seq} to {entry['seq']}")
             _apply_to_layout(tables, entry["changes"])
             seq = entry["seq"]
-        if good_end < len(data):
+        if good_end < len(data):  # an unterminated tail: a write that was never answered
             if not is_last:
-                raise CorruptDataError(f"{path}: unreadable line at byte {good_end}")
+                raise CorruptDataError(f"{path}: a torn line before the last journal's end")
             if not self.read_only:
                 os.truncate(path, good_end)
         return seq
@@ -294,6 +309,8 @@ class _DataFolder:
                 if self._syncing:
                     self._sync.wait()
                     continue
+                if self._journal_fd is None:
+                    raise StoreClosed("the journal was closed before this write was synced")
                 self._syncing = True
                 target, fd = self._appended_seq, self._journal_fd
                 self._sync.release()
@@ -310,17 +327,25 @@ class _DataFolder:
 
     def start_new_journal(self, next_seq: int) -> list[str]:
         """Switch appends to a fresh journal (under the store's lock, so no append runs);
-        returns the older journals a snapshot will cover."""
+        returns the older journals a snapshot will cover.
+
+        The new journal is opened before the old one is closed, so a failure to open leaves
+        appends going where they went. When nothing was appended since the last switch, the
+        live journal already is the fresh one and nothing changes.
+        """
+        target = os.path.join(self.data_dir, f"journal-{next_seq}.jsonl")
         with self._sync:
             while self._syncing:
                 self._sync.wait()
             os.fsync(self._journal_fd)
             self._durable_seq = self._appended_seq
+            if os.path.exists(target):
+                return [path for path in self._journal_paths() if path != target]
             covered = self._journal_paths()
-            os.close(self._journal_fd)
-            self._open_journal(
-                os.path.join(self.data_dir, f"journal-{next_seq}.jsonl"), next_seq - 1
-            )
+            new_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            _fsync_folder(self.data_dir)
+            old_fd, self._journal_fd, self.journal_bytes = self._journal_fd, new_fd, 0
+            os.close(old_fd)
         return covered
 
     def write_snapshot(self, layout: dict, last_seq: int, path: str | None = None) -> None:
@@ -349,6 +374,14 @@ def _matching_page(
     if sort_key is not None:
         found.sort(key=sort_key, reverse=descending)
     return len(found), found[begin:end]
+
+
+def _file_identity(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _file_size(path: str) -> int:
@@ -504,6 +537,7 @@ class Store:
         self._compaction_lock = threading.Lock()
         self._compaction_thread: threading.Thread | None = None
         self._keys_touched: dict[str, float] = {}
+        self._closed = False
         self._folder = _DataFolder(data_dir, read_only)
         self.read_only = read_only
         try:
@@ -577,6 +611,8 @@ class Store:
                 return
             if self.read_only:
                 raise DataFolderBusy(getattr(self, "busy_reason", "this store is read-only"))
+            if self._closed:
+                raise StoreClosed("Roster is shutting down; try again in a moment")
             doc_keys, next_keys = self._doc_keys_for(changes)
             entries = [[t, doc_keys[(t, i)], doc] for (t, i), doc in changes.items()]
             self._folder.append(self._seq + 1, entries)
@@ -633,12 +669,15 @@ class Store:
         """Compact once the journal outgrows the snapshot, so replay stays short and the
         amortised cost of a write stays constant."""
         due = self._folder.journal_bytes > max(COMPACT_MIN_BYTES, self._snapshot_bytes)
-        if not due or (self._compaction_thread and self._compaction_thread.is_alive()):
+        if not due:
             return
-        self._compaction_thread = threading.Thread(
-            target=self.compact, name="roster-compaction", daemon=True
-        )
-        self._compaction_thread.start()
+        with self._lock:  # one check-and-start at a time
+            if self._closed or (self._compaction_thread and self._compaction_thread.is_alive()):
+                return
+            self._compaction_thread = threading.Thread(
+                target=self.compact, name="roster-compaction", daemon=True
+            )
+            self._compaction_thread.start()
 
     def compact(self) -> None:
         """Fold the journal into a new TinyDB snapshot; writes go on meanwhile.
@@ -668,7 +707,12 @@ class Store:
         return last_seq
 
     def close(self) -> None:
-        """Compact (so the next start reads one file) and give up the data folder."""
+        """Refuse further writes, compact (so the next start reads one file), and give up the
+        data folder. Waitress may still be serving while this runs at exit."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         if not self.read_only and self._folder.journal_bytes:
             self.compact()
         self._folder.release()

@@ -18,6 +18,7 @@ from store import (
     DataFolderBusy,
     NotFoundError,
     Store,
+    StoreClosed,
     UniquenessError,
 )
 
@@ -299,3 +300,35 @@ def test_delete_directory_takes_its_groups_and_memberships(store, directory):
     store.delete_directory(directory["id"], "t")
     assert store.get_group(directory["id"], group["id"]) is None
     assert store.groups_of_user(directory["id"], ana["id"]) == []
+
+
+def test_compacting_twice_without_a_write_keeps_the_live_journal(tmp_path):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    store.compact()
+    store.compact()
+    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store._folder.release()  # as if killed after the write
+    reopened = Store(str(tmp_path))
+    assert reopened.get_user(directory["id"], ana["id"]) is not None
+    reopened.close()
+
+
+def test_an_unreadable_line_inside_the_journal_is_refused_not_cut(tmp_path):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store._folder.release()
+    journal = journal_files(tmp_path)[-1]
+    first, second = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"{not json}\n" + first + second)
+    with pytest.raises(CorruptDataError):
+        Store(str(tmp_path))
+
+
+def test_a_closed_store_refuses_writes(tmp_path):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    store.close()
+    with pytest.raises(StoreClosed):
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")
