@@ -576,11 +576,42 @@ def _compile_comparison(ref: _AttrRef, path: str, op: str, literal: Any):
         # "eq null" asks for an unassigned attribute: RFC 7643 §2.5 treats null as unassigned.
         wanted = op == "ne"
         return lambda resource: any(_is_present(v) for v in _values_at(ref, resource)) == wanted
+    fast = _top_level_string_test(ref, op, literal)
+    if fast is not None:
+        return fast
     test = _value_test(ref.target, path, "eq" if op == "ne" else op, literal)
     if op == "ne":
         # "ne" is read as "not eq": a user without the attribute does not equal the literal.
         return lambda resource: not any(test(v) for v in _values_at(ref, resource))
     return lambda resource: any(test(v) for v in _values_at(ref, resource))
+
+
+def _top_level_string_test(ref: _AttrRef, op: str, literal: Any) -> Callable[[dict], bool] | None:
+    """The commonest searches (``displayName co "..."``, ``userName eq "..."``) as one tight
+    closure, with the same semantics as the general path: scanning 100,000 users must stay
+    well under 150 ms, and the general path costs several times more per resource."""
+    attr = ref.attr
+    if (
+        ref.urn is not None
+        or ref.sub is not None
+        or attr.multi_valued
+        or attr.type not in ("string", "reference")
+        or op not in ("eq", "co", "sw", "ew")
+        or not isinstance(literal, str)
+    ):
+        return None
+    name = attr.name
+    if attr.case_exact:
+        fold, needle = str, literal
+    else:
+        fold, needle = str.casefold, literal.casefold()
+    if op == "eq":
+        return lambda r: isinstance(v := r.get(name), str) and fold(v) == needle
+    if op == "co":
+        return lambda r: isinstance(v := r.get(name), str) and needle in fold(v)
+    if op == "sw":
+        return lambda r: isinstance(v := r.get(name), str) and fold(v).startswith(needle)
+    return lambda r: isinstance(v := r.get(name), str) and fold(v).endswith(needle)
 
 
 def _value_test(attr: _Attr, path: str, op: str, literal: Any) -> Callable[[object], bool]:
