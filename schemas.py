@@ -251,7 +251,15 @@ class GroupSchema(_Strict):
     def canonicalise(self, data: Any, **kwargs: Any) -> Any:
         if not isinstance(data, dict):
             raise ValidationError("a Group must be a JSON object", "_schema")
-        return prune_empty(_canonical_group(data))
+        canonical = _canonical_group(data)
+        members = canonical.get("members")
+        if members is not None and (
+            not isinstance(members, list)
+            or not all(isinstance(m, dict) and m.get("value") for m in members)
+        ):
+            # Checked before pruning, which would turn a member without a value into nothing.
+            raise ValidationError("each member needs a user id as its value", "members")
+        return prune_empty(canonical)
 
     @validates_schema
     def lists_core_schema(self, data: dict, **kwargs: Any) -> None:

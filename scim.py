@@ -49,6 +49,7 @@ from store import (
     Store,
     StoreClosed,
     UniquenessError,
+    version_matches,
 )
 
 bp = Blueprint("scim", __name__, url_prefix="/v2")
@@ -277,19 +278,23 @@ def resource_location(resource: dict) -> str:
     return f"{base_url()}/{resource['meta']['resourceType']}s/{resource['id']}"
 
 
-def if_match() -> str | None:
-    """The version an If-Match header asks for ("*" matches any), or None without one."""
+def if_match() -> tuple[str, ...] | None:
+    """The versions an If-Match header accepts, or None without one."""
     header = request.headers.get("If-Match")
-    return header.strip() if header else None
+    return entity_tags(header) if header else None
+
+
+def entity_tags(header: str) -> tuple[str, ...]:
+    """Opaque tags of a comma-separated list, ``W/`` dropped: RFC 7644 §3.14 versions are
+    weak, so they are compared weakly (RFC 9110 §8.8.3.2). "*" stays "*"."""
+    tags = (tag.strip() for tag in header.split(","))
+    return tuple(tag[2:] if tag.startswith("W/") else tag for tag in tags if tag)
 
 
 def not_modified(resource: dict) -> Response | None:
     """RFC 7644 §3.14 If-None-Match on a GET: 304 when the client's version is current."""
     header = request.headers.get("If-None-Match")
-    if not header:
-        return None
-    versions = {tag.strip() for tag in header.split(",")}
-    if "*" in versions or resource["meta"]["version"] in versions:
+    if header and version_matches(resource["meta"]["version"], entity_tags(header)):
         return Response(status=304, headers={"ETag": resource["meta"]["version"]})
     return None
 
@@ -340,7 +345,7 @@ def create_user_from(body: Any) -> dict:
     return stored_change(lambda: store().create_user(g.directory_id, user, g.actor))
 
 
-def replace_user_from(user_id: str, body: Any, expected: str | None) -> dict:
+def replace_user_from(user_id: str, body: Any, expected: tuple[str, ...] | None) -> dict:
     existing_user(user_id)
     user = storable_user(body, user_id)
     return stored_change(
@@ -348,7 +353,7 @@ def replace_user_from(user_id: str, body: Any, expected: str | None) -> dict:
     )
 
 
-def patch_user_from(user_id: str, body: Any, expected: str | None) -> dict:
+def patch_user_from(user_id: str, body: Any, expected: tuple[str, ...] | None) -> dict:
     operations = patch_operations(body)
 
     def patched(current: dict) -> dict:
@@ -362,7 +367,7 @@ def patch_user_from(user_id: str, body: Any, expected: str | None) -> dict:
     )
 
 
-def delete_user_by_id(user_id: str, expected: str | None) -> None:
+def delete_user_by_id(user_id: str, expected: tuple[str, ...] | None) -> None:
     stored_change(lambda: store().delete_user(g.directory_id, user_id, g.actor, expected))
 
 
@@ -603,7 +608,7 @@ def create_group_from(body: Any) -> dict:
     return created
 
 
-def replace_group_from(group_id: str, body: Any, expected: str | None) -> dict:
+def replace_group_from(group_id: str, body: Any, expected: tuple[str, ...] | None) -> dict:
     group, member_ids = load_group(body)
     updated, _skipped = stored_change(
         lambda: store().update_group(
@@ -618,7 +623,7 @@ def replace_group_from(group_id: str, body: Any, expected: str | None) -> dict:
     return updated
 
 
-def patch_group_from(group_id: str, body: Any, expected: str | None) -> dict:
+def patch_group_from(group_id: str, body: Any, expected: tuple[str, ...] | None) -> dict:
     """Attribute operations go through the PATCH engine; member operations become index edits."""
     attribute_operations, member_edits = split_member_operations(patch_operations(body))
 
@@ -636,7 +641,7 @@ def patch_group_from(group_id: str, body: Any, expected: str | None) -> dict:
     return updated
 
 
-def delete_group_by_id(group_id: str, expected: str | None) -> None:
+def delete_group_by_id(group_id: str, expected: tuple[str, ...] | None) -> None:
     stored_change(lambda: store().delete_group(g.directory_id, group_id, g.actor, expected))
 
 
@@ -736,45 +741,54 @@ def bulk() -> Response:
 
 
 def run_bulk(operations: list, fail_on_errors: int | None) -> list[dict]:
-    """Run operations in order; one that refers to a bulkId created later waits for it.
+    """Run operations in order; one that refers to a bulkId whose POST comes later waits for it.
 
-    Each pass runs every operation whose references can be resolved; what is left after a
-    pass without progress refers to a bulkId that failed or never comes (409).
+    Each pass runs every operation whose references are resolved or can no longer be; what is
+    left after a pass without progress refers in a cycle (409). bulkIds must be unique.
     """
+    bulk_ids = [bulk_id_of(operation) for operation in operations]
+    named = [bulk_id for bulk_id in bulk_ids if bulk_id is not None]
+    if len(named) != len(set(named)):
+        duplicate = next(b for b in named if named.count(b) > 1)
+        raise ScimError(
+            400, f"bulkId {duplicate} is used by more than one operation", "invalidValue"
+        )
+    references = [
+        set(BULK_ID.findall(json.dumps(op))) if isinstance(op, dict) else set() for op in operations
+    ]
     created: dict[str, str] = {}  # bulkId -> id of the resource its POST created
+    not_run = set(named)
     results: dict[int, dict] = {}
-    pending = list(enumerate(operations))
+    pending = list(range(len(operations)))
     errors = 0
     while pending:
         waiting = []
-        for index, operation in pending:
-            if references_pending(operation, created, pending):
-                waiting.append((index, operation))
+        for index in pending:
+            if references[index] & (not_run - {bulk_ids[index]}):
+                waiting.append(index)
                 continue
-            results[index] = run_bulk_operation(operation, created)
+            not_run.discard(bulk_ids[index])
+            results[index] = run_bulk_operation(operations[index], created)
             if int(results[index]["status"]) >= 400:
                 errors += 1
                 if fail_on_errors is not None and errors >= fail_on_errors:
                     return [results[i] for i in sorted(results)]
         if len(waiting) == len(pending):
-            for index, operation in waiting:
+            for index in waiting:
                 results[index] = bulk_error(
-                    operation, ScimError(409, "a bulkId it refers to cannot be resolved")
+                    operations[index], ScimError(409, "a bulkId it refers to cannot be resolved")
                 )
             break
         pending = waiting
     return [results[i] for i in sorted(results)]
 
 
-def references_pending(operation: Any, created: dict[str, str], pending: list) -> bool:
-    """Does the operation refer to a bulkId whose POST has not run yet (but will)?"""
-    waiting_for = {
-        op.get("bulkId") for _index, op in pending if isinstance(op, dict) and op is not operation
-    }
-    return any(
-        bulk_id not in created and bulk_id in waiting_for
-        for bulk_id in BULK_ID.findall(json.dumps(operation) if isinstance(operation, dict) else "")
-    )
+def bulk_id_of(operation: Any) -> str | None:
+    """An operation's bulkId, the key matched in any case like every SCIM name."""
+    if not isinstance(operation, dict):
+        return None
+    value = next((v for k, v in operation.items() if k.casefold() == "bulkid"), None)
+    return value if isinstance(value, str) and value else None
 
 
 def with_bulk_ids_resolved(value: Any, created: dict[str, str]) -> Any:
@@ -803,16 +817,20 @@ def run_bulk_operation(operation: Any, created: dict[str, str]) -> dict:
             raise ScimError(400, "path is required", "invalidSyntax")
         path = "/".join(with_bulk_ids_resolved(part, created) for part in path.split("/"))
         data = with_bulk_ids_resolved(fields.get("data"), created)
-        expected = fields.get("version")
-        outcome = dispatch_bulk(method, path, data, expected, fields.get("bulkid"))
+        version = fields.get("version")
+        if version is not None and not isinstance(version, str):
+            raise ScimError(400, "version must be an ETag string", "invalidValue")
+        expected = entity_tags(version) if version else None
+        outcome = dispatch_bulk(method, path, data, expected, bulk_id_of(operation))
     except ScimError as error:
         return bulk_error(operation, error)
     status, resource = outcome
     result = {"method": method, "status": str(status)}
-    if isinstance(operation, dict) and operation.get("bulkId") is not None:
-        result["bulkId"] = operation["bulkId"]
+    bulk_id = bulk_id_of(operation)
+    if bulk_id is not None:
+        result["bulkId"] = bulk_id
         if resource is not None and method == "POST":
-            created[operation["bulkId"]] = resource["id"]
+            created[bulk_id] = resource["id"]
     if resource is not None:
         result["location"] = resource_location(resource)
         result["version"] = resource["meta"]["version"]
@@ -820,7 +838,7 @@ def run_bulk_operation(operation: Any, created: dict[str, str]) -> dict:
 
 
 def dispatch_bulk(
-    method: str, path: str, data: Any, expected: str | None, bulk_id: Any
+    method: str, path: str, data: Any, expected: tuple[str, ...] | None, bulk_id: Any
 ) -> tuple[int, dict | None]:
     parts = path.strip("/").split("/")
     kind = {"users": "Users", "groups": "Groups"}.get(parts[0].casefold()) if parts else None
@@ -864,9 +882,10 @@ def bulk_error(operation: Any, error: ScimError) -> dict:
         body["scimType"] = error.scim_type
     result = {"status": str(error.status), "response": body}
     if isinstance(operation, dict):
-        result["method"] = str(operation.get("method", "")).upper()
-        if operation.get("bulkId") is not None:
-            result["bulkId"] = operation["bulkId"]
+        method = next((v for k, v in operation.items() if k.casefold() == "method"), "")
+        result["method"] = str(method).upper()
+        if bulk_id_of(operation) is not None:
+            result["bulkId"] = bulk_id_of(operation)
     return result
 
 

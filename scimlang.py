@@ -1281,7 +1281,7 @@ def _split_operation(operation: object, attribute_operations: list, edits: list)
     path, value = operation.get("path"), operation.get("value")
     if path is None:
         if verb != "remove" and isinstance(value, dict):
-            members_key = next((k for k in value if k.lower() == "members"), None)
+            members_key = next((k for k in value if _without_group_urn(k) == "members"), None)
             if members_key is not None:
                 edits.append(
                     ("replace" if verb == "replace" else "add", _member_ids(value[members_key]))
@@ -1294,22 +1294,32 @@ def _split_operation(operation: object, attribute_operations: list, edits: list)
         return
     if not isinstance(path, str):
         raise _bad_request("invalidPath", "path must be a string")
-    target = path.strip().lower()
-    if target.startswith(f"{_GROUP_URN.lower()}:"):
-        target = target[len(_GROUP_URN) + 1 :]
+    target = _without_group_urn(path.strip())
     if target == "members":
-        if verb == "remove":
-            edits.append(("remove", _member_ids(value)) if value else ("clear",))
-        else:
+        if verb != "remove":
             edits.append((verb, _member_ids(value)))
+        elif value is None:  # no value: remove every member (RFC 7644 §3.5.2.2)
+            edits.append(("clear",))
+        else:  # Entra's value list removes only those; an empty list removes nobody
+            edits.append(("remove", _member_ids(value) if value else []))
     elif target.startswith("members["):
         if verb != "remove" or not target.endswith("]"):
             raise _bad_request("invalidPath", "only remove takes a members[value eq ...] path")
-        edits.append(("remove", _member_filter_ids(path.strip()[len("members[") : -1])))
+        start = len(path.strip()) - len(target) + len("members[")
+        edits.append(("remove", _member_filter_ids(path.strip()[start:-1])))
     elif target.startswith("members."):
         raise _bad_request("invalidPath", "members are added or removed whole, by value")
     else:
         attribute_operations.append(operation)
+
+
+def _without_group_urn(path: str) -> str:
+    """``urn:...:Group:members[...]`` -> ``members[...]``, lower-cased up to the filter."""
+    lowered = path.lower()
+    prefix = f"{_GROUP_URN.lower()}:"
+    if lowered.startswith(prefix):
+        lowered = lowered[len(prefix) :]
+    return lowered
 
 
 _GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -40,7 +40,7 @@ META_TABLE = "roster"
 TEMP_PREFIX = ".roster-"
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
 TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
-AUTH_METHODS = ("none", "local", "microsoft")
+Versions = tuple[str, ...]  # the opaque tags an If-Match accepts ("*" for any)
 
 
 class StoreClosed(Exception):
@@ -71,6 +71,12 @@ def utc_now() -> str:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def version_matches(version: str, expected: Versions) -> bool:
+    """Weak comparison (RFC 9110 §8.8.3.2) of a stored version with opaque tags; "*" is any."""
+    opaque = version[2:] if version.startswith("W/") else version
+    return "*" in expected or opaque in expected
 
 
 def resource_version(resource: dict) -> str:
@@ -802,7 +808,7 @@ class Store:
         user_id: str,
         resource: dict,
         actor: str,
-        expected_version: str | None = None,
+        expected_version: Versions | None = None,
     ) -> dict:
         return self.update_user(
             directory_id, user_id, lambda _current: resource, actor, expected_version
@@ -814,7 +820,7 @@ class Store:
         user_id: str,
         change: Callable[[dict], dict],
         actor: str,
-        expected_version: str | None = None,
+        expected_version: Versions | None = None,
     ) -> dict:
         """Store ``change(current)`` as the user's new state, all under the lock (no lost update).
 
@@ -843,7 +849,11 @@ class Store:
         return copy_json(resource)
 
     def delete_user(
-        self, directory_id: str, user_id: str, actor: str, expected_version: str | None = None
+        self,
+        directory_id: str,
+        user_id: str,
+        actor: str,
+        expected_version: Versions | None = None,
     ) -> None:
         """Delete a user with their group memberships (each group gets a new version); their
         direct reports lose the dangling manager, all in the same write."""
@@ -1049,7 +1059,7 @@ class Store:
         change: Callable[[dict], dict] | None,
         member_edits: list[tuple],
         actor: str,
-        expected_version: str | None = None,
+        expected_version: Versions | None = None,
     ) -> tuple[dict, list[str]]:
         """Change a group's attributes (``change(current)``) and members in one atomic write.
 
@@ -1072,7 +1082,11 @@ class Store:
         return copy_json(changes[("groups", group_id)]["resource"]), skipped
 
     def delete_group(
-        self, directory_id: str, group_id: str, actor: str, expected_version: str | None = None
+        self,
+        directory_id: str,
+        group_id: str,
+        actor: str,
+        expected_version: Versions | None = None,
     ) -> None:
         """Delete a group and its memberships; its users stay."""
         with self._writing() as changes:
@@ -1153,9 +1167,9 @@ class Store:
             raise UniquenessError(f'a group named "{name}" already exists in this directory')
 
     @staticmethod
-    def _check_version(resource: dict, expected_version: str | None) -> None:
+    def _check_version(resource: dict, expected: Versions | None) -> None:
         """RFC 7644 §3.14 If-Match: a stale version refuses the change."""
-        if expected_version not in (None, "*") and expected_version != resource["meta"]["version"]:
+        if expected is not None and not version_matches(resource["meta"]["version"], expected):
             raise PreconditionFailed(resource["meta"]["version"])
 
     # -- directory keys ------------------------------------------------------------------------

@@ -168,3 +168,127 @@ def test_a_patch_is_validated_where_it_changes_the_user(scim, operation, field):
     assert (status, body["scimType"]) == (400, "invalidValue")
     assert field in body["detail"]
     assert scim.store.get_user(scim.directory_id, created["id"]) == stored_before
+
+
+CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+BULK_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+
+
+def group_with(scim, *user_names: str) -> tuple[dict, list[str]]:
+    ids = [send(scim, "POST", "/v2/Users", user(name))[1]["id"] for name in user_names]
+    members = [{"value": i} for i in ids]
+    _, group = send(
+        scim,
+        "POST",
+        "/v2/Groups",
+        {"schemas": [CORE_GROUP], "displayName": "T", "members": members},
+    )
+    return group, ids
+
+
+def patch_group(scim, group_id: str, *operations: dict) -> tuple[int, dict]:
+    body = {"schemas": [PATCH_OP_URN], "Operations": list(operations)}
+    return send(scim, "PATCH", f"/v2/Groups/{group_id}", body)
+
+
+def test_removing_members_with_an_empty_list_removes_nobody(scim):
+    group, ids = group_with(scim, "a@c.example", "b@c.example")
+    status, body = patch_group(scim, group["id"], {"op": "Remove", "path": "members", "value": []})
+    assert (status, [m["value"] for m in body["members"]]) == (200, ids)
+
+
+def test_urn_qualified_member_paths_work(scim):
+    group, ids = group_with(scim, "a@c.example", "b@c.example")
+    status, body = patch_group(
+        scim, group["id"], {"op": "remove", "path": f'{CORE_GROUP}:members[value eq "{ids[0]}"]'}
+    )
+    assert (status, [m["value"] for m in body["members"]]) == (200, ids[1:])
+    status, body = patch_group(
+        scim, group["id"], {"op": "add", "value": {f"{CORE_GROUP}:members": [{"value": ids[0]}]}}
+    )
+    assert (status, sorted(m["value"] for m in body["members"])) == (200, sorted(ids))
+
+
+def test_a_group_member_without_a_value_is_refused(scim):
+    body = {"schemas": [CORE_GROUP], "displayName": "T", "members": [{"display": "nobody"}]}
+    status, answer = send(scim, "POST", "/v2/Groups", body)
+    assert (status, answer["scimType"]) == (400, "invalidValue")
+
+
+def test_if_match_compares_weakly_and_accepts_a_list(scim):
+    _, created = send(scim, "POST", "/v2/Users", user())
+    headers = [
+        lambda version: version.removeprefix("W/"),  # the quoted tag without W/
+        lambda version: f'W/"stale", {version}',  # a list with the current tag in it
+    ]
+    for header_for in headers:
+        response = scim.patch(
+            f"/v2/Users/{created['id']}",
+            json={
+                "schemas": [PATCH_OP_URN],
+                "Operations": [{"op": "add", "path": "title", "value": "x"}],
+            },
+            headers={"If-Match": header_for(created["meta"]["version"])},
+            content_type="application/scim+json",
+        )
+        assert response.status_code == 200
+        created = response.get_json()
+
+
+def bulk_body(*operations: dict) -> dict:
+    return {"schemas": [BULK_URN], "Operations": list(operations)}
+
+
+def bulk_user(bulk_id: str, name: str, key: str = "bulkId") -> dict:
+    return {"method": "POST", "path": "/Users", key: bulk_id, "data": user(name)}
+
+
+def test_a_bulk_id_used_twice_is_refused_before_anything_runs(scim):
+    body = bulk_body(bulk_user("x", "a@c.example"), bulk_user("x", "b@c.example"))
+    status, answer = send(scim, "POST", "/v2/Bulk", body)
+    assert (status, answer["scimType"]) == (400, "invalidValue")
+    assert scim.store.count_users(scim.directory_id) == 0
+
+
+def test_bulk_id_keys_in_any_case_are_echoed_and_resolved(scim):
+    patch = {
+        "method": "PATCH",
+        "path": "/Users/bulkId:lc",
+        "data": {
+            "schemas": [PATCH_OP_URN],
+            "Operations": [{"op": "add", "path": "title", "value": "T"}],
+        },
+    }
+    status, answer = send(
+        scim, "POST", "/v2/Bulk", bulk_body(patch, bulk_user("lc", "a@c.example", "bulkid"))
+    )
+    assert status == 200
+    assert [(r["status"], r.get("bulkId")) for r in answer["Operations"]] == [
+        ("200", None),
+        ("201", "lc"),
+    ]
+
+
+def test_a_reversed_chain_of_bulk_references_resolves(scim):
+    operations = [bulk_user("u0", "u0@c.example")]
+    for n in range(1, 40):
+        manager = {ENTERPRISE_USER_URN: {"manager": {"value": f"bulkId:u{n - 1}"}}}
+        operations.append(
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": f"u{n}",
+                "data": user(f"u{n}@c.example", **manager),
+            }
+        )
+    status, answer = send(scim, "POST", "/v2/Bulk", bulk_body(*reversed(operations)))
+    assert status == 200
+    assert {r["status"] for r in answer["Operations"]} == {"201"}
+
+
+def test_a_bulk_version_that_is_not_a_string_is_invalid(scim):
+    _, created = send(scim, "POST", "/v2/Users", user())
+    operation = {"method": "DELETE", "path": f"/Users/{created['id']}", "version": 5}
+    _, answer = send(scim, "POST", "/v2/Bulk", bulk_body(operation))
+    assert answer["Operations"][0]["status"] == "400"
+    assert scim.store.count_users(scim.directory_id) == 1
