@@ -1,4 +1,5 @@
-"""Roster's application factory: configuration, the store, the SCIM API and the operator CLI.
+"""Roster's application factory: configuration, the store, the SCIM API, the pages and the
+operator CLI.
 
 ``waitress-serve --call app:create_app`` serves it; ``flask --app app <command>`` runs operator
 commands against the same data folder.
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from contextlib import suppress
+from datetime import timedelta
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 from urllib.parse import quote
@@ -23,26 +25,40 @@ from urllib.parse import quote
 import click
 from flask import Flask, Response, current_app, g, request
 from flask.cli import AppGroup
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
+import pages
 import scim
-from store import DataFolderBusy, NotFoundError, Store, UniquenessError
+from store import DEFAULT_DIRECTORY, DataFolderBusy, NotFoundError, Store, UniquenessError
 
 SECRET_KEY_FILE = "secret_key"
-DEFAULT_DIRECTORY = "Default"
 CLI_ACTOR = "cli"
 
 request_log = logging.getLogger("roster.requests")
+csrf = CSRFProtect()
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then environment, then the test config (Flask's tutorial order)."""
     app = Flask(__name__)
+    public_url = os.environ.get("ROSTER_PUBLIC_URL") or None
     app.config.from_mapping(
         DATA_DIR=os.environ.get("ROSTER_DATA_DIR", os.path.join(os.getcwd(), "data")),
-        PUBLIC_URL=os.environ.get("ROSTER_PUBLIC_URL") or None,
+        PUBLIC_URL=public_url,
         MAX_CONTENT_LENGTH=1024 * 1024,
         JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=(public_url or "").startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(
+            minutes=whole_number_from_environment("ROSTER_SESSION_MINUTES", 480, minimum=1)
+        ),
+        TRUST_PROXY=whole_number_from_environment("ROSTER_TRUST_PROXY", 0),
+        # A form's token lives as long as the session it is bound to, so a page left open for
+        # an hour can still be sent.
+        WTF_CSRF_TIME_LIMIT=None,
     )
     if test_config:
         app.config.from_mapping(test_config)
@@ -58,11 +74,69 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         ensure_default_directory(store)
 
     configure_request_log(app)
+    csrf.init_app(app)
+    csrf.exempt(scim.bp)  # bearer tokens, not cookies: no cross-site request to forge
     scim.init_app(app)
+    pages.init_app(app)
+    if app.config["TRUST_PROXY"]:
+        hops = app.config["TRUST_PROXY"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    if not store.read_only and click.get_current_context(silent=True) is None:
+        announce_setup_link(app, store)
     app.cli.add_command(key_cli)
     app.cli.add_command(directory_cli)
     app.cli.add_command(backup_command)
     return app
+
+
+def whole_number_from_environment(name: str, default: int, minimum: int = 0) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < minimum:
+        raise SystemExit(
+            f"Roster cannot start: {name} must be a whole number of at least {minimum}, "
+            f"not {value!r}"
+        )
+    return int(value)
+
+
+def announce_setup_link(app: Flask, store: Store) -> None:
+    """First run: while no administrator exists, each start prints one line with a new
+    one-time link to the page that creates the first one. Operator commands (in a click
+    context) print nothing: their process, and the token with it, is gone a moment later."""
+    if store.count_administrators():
+        return
+    token = auth.issue_setup_token(app)
+    print(
+        "Roster has no administrator yet. Open this one-time link to create one: "
+        f"{served_base_url(app)}/setup/{token}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def served_base_url(app: Flask, argv: list[str] | None = None) -> str:
+    """Where a browser reaches this server: ROSTER_PUBLIC_URL, else the address on the
+    waitress-serve command line (``--listen=HOST:PORT``, or ``--host``/``--port``), else
+    waitress's default port on this machine."""
+    if app.config["PUBLIC_URL"]:
+        return app.config["PUBLIC_URL"].rstrip("/")
+    options: dict[str, str] = {}
+    arguments = sys.argv if argv is None else argv
+    for index, argument in enumerate(arguments):
+        name, equals, value = argument.partition("=")
+        if name in ("--listen", "--host", "--port"):
+            if not equals and index + 1 < len(arguments):
+                value = arguments[index + 1]
+            options.setdefault(name, value)
+    host, port = "", "8080"
+    if "--listen" in options:
+        host, _, port = options["--listen"].rpartition(":")
+    host, port = options.get("--host", host), options.get("--port", port)
+    if host in ("", "0.0.0.0", "*", "[::]", "::"):
+        host = "localhost"
+    return f"http://{host}:{port}"
 
 
 def open_store(data_dir: str) -> Store:
@@ -118,7 +192,7 @@ def configure_request_log(app: Flask) -> None:
     from every thread made them queue on the handler's lock, which cost more than the request.
     """
     if not request_log.handlers:
-        output = logging.StreamHandler(sys.stderr)
+        output = StandardErrorHandler()
         output.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         records: queue.SimpleQueue = queue.SimpleQueue()
         listener = QueueListener(records, output)
@@ -136,15 +210,31 @@ def configure_request_log(app: Flask) -> None:
     def log_request(response: Response) -> Response:
         elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
         key = g.get("key")
+        # A route with a secret in its path (the setup link) is logged without it.
+        secret_in_path = request.view_args is not None and "token" in request.view_args
+        target = request.url_rule.rule.replace("<token>", "[token]") if secret_in_path else None
         request_log.info(
             "%s %s %s %.1fms key=%s",
             request.method,
-            loggable(request_target()),
+            loggable(target or request_target()),
             response.status_code,
             elapsed_ms,
             key["name"] if key else "-",
         )
         return response
+
+
+class StandardErrorHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line goes out, not the one at start: the
+    handler outlives the app that made it, and a test harness swaps and closes its streams."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def request_target() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from marshmallow import (
@@ -70,6 +71,45 @@ MAPPING_TABLE: list[tuple[str, str, str, bool]] = [
     ("Manager", "manager", f"{ENTERPRISE_USER_URN}:manager", False),
     ("Object ID", "objectId", "externalId", False),
 ]
+
+_MAPPED_PATH = re.compile(r'(\w+)(?:\[type eq "(\w+)"\])?(?:\.(\w+))?')
+
+
+def mapped_value(resource: dict, path: str) -> Any:
+    """The value a mapping-table path (``title``, ``name.givenName``,
+    ``emails[type eq "work"].value``, ``<extension URN>:department``) holds in a stored user,
+    or None. Types compare ignoring case, as RFC 7643 §2.4 canonical values do."""
+    container: Any = resource
+    if path.startswith("urn:"):
+        urn, _, path = path.rpartition(":")
+        container = resource.get(urn, {})
+    attribute, kind, sub_attribute = _MAPPED_PATH.fullmatch(path).groups()
+    value = container.get(attribute)
+    if kind is not None:
+        entries = value if isinstance(value, list) else []
+        value = next(
+            (
+                e
+                for e in entries
+                if isinstance(e, dict) and (e.get("type") or "").casefold() == kind
+            ),
+            None,
+        )
+    if sub_attribute is not None:
+        value = value.get(sub_attribute) if isinstance(value, dict) else None
+    return value
+
+
+def mapped_attributes(resource: dict) -> list[tuple[str, str, Any]]:
+    """(label, Entra attribute, value) of each mapping-table row that has a value, in the
+    table's order: what a contact page shows."""
+    rows = []
+    for label, entra_name, path, _mandatory in MAPPING_TABLE:
+        value = mapped_value(resource, path)
+        if value not in (None, "", [], {}):
+            rows.append((label, entra_name, value))
+    return rows
+
 
 EMAIL_PATTERN = r"^.+@.+\..+$"
 PHONE_PATTERN = r"^[ 0-9_./()*#+-]*$"

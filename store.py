@@ -40,6 +40,11 @@ META_TABLE = "roster"
 TEMP_PREFIX = ".roster-"
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
 TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
+DEFAULT_DIRECTORY = "Default"  # created on first start; the first administrator lives there
+AUTH_METHODS = ("none", "local", "microsoft")  # how a directory's people sign in to the pages
+ROLES = ("administrator", "user")  # a user record without a role is a "user"
+DIRECTORY_NAME_MAX = 100  # the hosted product's limits
+DIRECTORY_DESCRIPTION_MAX = 250
 Versions = tuple[str, ...]  # the opaque tags an If-Match accepts ("*" for any)
 
 
@@ -57,6 +62,10 @@ class UniquenessError(Exception):
 
 class NotFoundError(Exception):
     """The record named by a write does not exist (or not in that directory)."""
+
+
+class InvalidValueError(ValueError):
+    """A write would store a value its field's rule refuses; the message names both."""
 
 
 class BrokenReferenceError(Exception):
@@ -414,13 +423,88 @@ def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:
             tables[table][doc_key] = document
 
 
+def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
+    """The settings a directory may change, each checked against its rule."""
+    unknown = sorted(set(updates) - {"name", "description", "auth_method", "my_account"})
+    if unknown:
+        raise InvalidValueError(f"{', '.join(unknown)}: not a directory setting")
+    checked = dict(updates)
+    if "name" in checked:
+        name = checked["name"]
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= DIRECTORY_NAME_MAX:
+            raise InvalidValueError(f"name: 1 to {DIRECTORY_NAME_MAX} characters")
+        checked["name"] = name.strip()
+    description = checked.get("description", "")
+    if not isinstance(description, str) or len(description) > DIRECTORY_DESCRIPTION_MAX:
+        raise InvalidValueError(f"description: at most {DIRECTORY_DESCRIPTION_MAX} characters")
+    if "auth_method" in checked and checked["auth_method"] not in AUTH_METHODS:
+        raise InvalidValueError(f"auth_method: one of {', '.join(AUTH_METHODS)}")
+    if "my_account" in checked and not isinstance(checked["my_account"], bool):
+        raise InvalidValueError("my_account: true or false")
+    return checked
+
+
+def _people_matcher(text: str, department: str | None, title: str | None) -> Callable[[dict], bool]:
+    """The test :meth:`Store.search_people` applies to each user's resource."""
+    words = text.casefold().split()
+    department_part = (department or "").strip().casefold()
+    title_part = (title or "").strip().casefold()
+
+    def matches(resource: dict) -> bool:
+        user_department = resource.get(ENTERPRISE_USER_URN, {}).get("department", "").casefold()
+        user_title = resource.get("title", "").casefold()
+        if department_part not in user_department or title_part not in user_title:
+            return False
+        if not words:
+            return True
+        phones = [p.get("value", "") for p in resource.get("phoneNumbers", ())]
+        texts = [
+            resource.get("displayName", ""),
+            resource["userName"],
+            *(e.get("value", "") for e in resource.get("emails", ())),
+            *phones,
+            user_title,
+            user_department,
+        ]
+        haystack = "\n".join(texts).casefold()
+        phone_digits = "\n".join(_digits(p) for p in phones)
+        return all(
+            word in haystack or (_is_phone_part(word) and _digits(word) in phone_digits)
+            for word in words
+        )
+
+    return matches
+
+
+_PHONE_CHARACTERS = re.compile(r"[0-9+()./-]+")
+
+
+def _is_phone_part(word: str) -> bool:
+    """Three digits or more, written the way phone numbers are."""
+    return bool(_PHONE_CHARACTERS.fullmatch(word)) and len(_digits(word)) >= 3
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in text if c.isdigit())
+
+
+def _people_order(record: dict) -> tuple[str, str, str]:
+    resource = record["resource"]
+    return (
+        resource.get("displayName", "").casefold(),
+        resource["userName"].casefold(),
+        record["id"],
+    )
+
+
 class _UserIndex:
     """Per-directory lookups of users that must not scan.
 
     userName is caseExact false (RFC 7643 §4.1.1), so it is compared casefolded; externalId is
     caseExact true (RFC 7643 §3.1) and not unique, so it maps to a set of ids. ``by_directory``
     keeps creation order, and ``ordered_ids`` a list of it, so any page of an unfiltered list is
-    a slice, as cheap at startIndex 99,901 as at 1.
+    a slice, as cheap at startIndex 99,901 as at 1. ``administrators`` holds the ids of records
+    whose role is administrator, so first-run can tell at start whether one exists.
     """
 
     def __init__(self) -> None:
@@ -428,6 +512,7 @@ class _UserIndex:
         self.by_external_id: dict[tuple[str, str], set[str]] = {}
         self.by_directory: dict[str, dict[str, None]] = {}
         self.by_manager: dict[str, set[str]] = {}
+        self.administrators: set[str] = set()
         self._ordered: dict[str, list[str]] = {}
 
     def add(self, record: dict) -> None:
@@ -463,6 +548,8 @@ class _UserIndex:
         manager_id = manager_of(resource)
         if manager_id:
             self.by_manager.setdefault(manager_id, set()).add(user_id)
+        if record.get("role") == "administrator":
+            self.administrators.add(user_id)
 
     def _remove_lookups(self, record: dict) -> None:
         directory_id, resource = record["directory_id"], record["resource"]
@@ -474,6 +561,7 @@ class _UserIndex:
         manager_id = manager_of(resource)
         if manager_id:
             _discard(self.by_manager, manager_id, user_id)
+        self.administrators.discard(user_id)
 
 
 class _GroupIndex:
@@ -760,6 +848,23 @@ class Store:
             directories = copy_json(list(self._tables["directories"].values()))
         return sorted(directories, key=lambda d: d["name"].casefold())
 
+    def update_directory(self, directory_id: str, updates: dict[str, Any], actor: str) -> dict:
+        """Change a directory's settings: ``name`` (1-100 characters, unique ignoring case),
+        ``description`` (at most 250), ``auth_method`` (one of :data:`AUTH_METHODS`) and
+        ``my_account`` (whether its users may edit their own profile; absent means no)."""
+        checked = _checked_directory_updates(updates)
+        with self._writing() as changes:
+            directory = self._tables["directories"].get(directory_id)
+            if directory is None:
+                raise NotFoundError(directory_id)
+            if "name" in checked:
+                holder = self._directory_id_by_name(checked["name"])
+                if holder is not None and holder != directory_id:
+                    raise UniquenessError(f'a directory named "{checked["name"]}" already exists')
+            changes[("directories", directory_id)] = {**directory, **checked}
+            self._audit(changes, directory_id, actor, "directory.update", directory_id)
+        return copy_json(changes[("directories", directory_id)])
+
     def delete_directory(self, directory_id: str, actor: str) -> int:
         """Delete a directory with its users, groups and keys; returns how many users went."""
         with self._writing() as changes:
@@ -783,19 +888,22 @@ class Store:
 
     def create_user(self, directory_id: str, resource: dict, actor: str) -> dict:
         """Store a new user; assigns ``id`` and ``meta`` (RFC 7643 §3.1: both are the server's)."""
-        now = utc_now()
         resource = copy_json(resource)
         resource["id"] = new_id()
         with self._writing() as changes:
-            self._check_directory(directory_id)
-            self._check_user_name_free(directory_id, resource["userName"], None)
-            self._check_manager_exists(directory_id, resource)
-            resource["meta"] = {"resourceType": "User", "created": now, "lastModified": now}
-            resource["meta"]["version"] = resource_version(resource)
-            record = {"id": resource["id"], "directory_id": directory_id, "resource": resource}
-            changes[("users", resource["id"])] = record
+            changes[("users", resource["id"])] = self._new_user_record(directory_id, resource)
             self._audit(changes, directory_id, actor, "user.create", resource["id"])
         return copy_json(resource)
+
+    def _new_user_record(self, directory_id: str, resource: dict) -> dict:
+        """The checks and ``meta`` of a new user (under the lock); ``resource`` has its id."""
+        self._check_directory(directory_id)
+        self._check_user_name_free(directory_id, resource["userName"], None)
+        self._check_manager_exists(directory_id, resource)
+        now = utc_now()
+        resource["meta"] = {"resourceType": "User", "created": now, "lastModified": now}
+        resource["meta"]["version"] = resource_version(resource)
+        return {"id": resource["id"], "directory_id": directory_id, "resource": resource}
 
     def get_user(self, directory_id: str, user_id: str) -> dict | None:
         with self._reading():
@@ -967,6 +1075,145 @@ class Store:
     def _check_directory(self, directory_id: str) -> None:
         if directory_id not in self._tables["directories"]:
             raise NotFoundError(directory_id)
+
+    # -- accounts: sign-in data beside the SCIM resource ---------------------------------------
+    #
+    # ``role`` and ``password_hash`` are top-level fields of the user record, never inside
+    # ``resource``, so SCIM neither shows nor replaces them: a PUT or PATCH builds a new
+    # resource and the record keeps its other fields.
+
+    def create_first_administrator(
+        self, directory_id: str, resource: dict, password_hash: str, actor: str
+    ) -> dict:
+        """First run: the user, their administrator role and password, and the directory
+        switched to local accounts, in one write. Refused (:class:`UniquenessError`) once any
+        administrator exists, checked under the lock, so two setup forms sent at once cannot
+        both succeed."""
+        resource = copy_json(resource)
+        resource["id"] = new_id()
+        user_id = resource["id"]
+        with self._writing() as changes:
+            if self._users.administrators:
+                raise UniquenessError("an administrator already exists")
+            record = self._new_user_record(directory_id, resource)
+            changes[("users", user_id)] = {
+                **record,
+                "role": "administrator",
+                "password_hash": password_hash,
+            }
+            directory = self._tables["directories"][directory_id]
+            changes[("directories", directory_id)] = {**directory, "auth_method": "local"}
+            self._audit(changes, directory_id, actor, "user.create", user_id)
+            self._audit(changes, directory_id, actor, "user.role", user_id)
+            self._audit(changes, directory_id, actor, "user.password", user_id)
+            self._audit(changes, directory_id, actor, "directory.update", directory_id)
+        return copy_json(resource)
+
+    def set_password(
+        self, directory_id: str, user_id: str, password_hash: str | None, actor: str
+    ) -> None:
+        """Store a user's password hash (``None`` removes the password: no local sign-in)."""
+        with self._writing() as changes:
+            record = self._user_record(directory_id, user_id)
+            if record is None:
+                raise NotFoundError(user_id)
+            updated = {k: v for k, v in record.items() if k != "password_hash"}
+            if password_hash is not None:
+                updated["password_hash"] = password_hash
+            changes[("users", user_id)] = updated
+            self._audit(changes, directory_id, actor, "user.password", user_id)
+
+    def set_role(self, directory_id: str, user_id: str, role: str, actor: str) -> None:
+        """Make a user an administrator or a plain user. The last administrator stays one, so
+        the pages always have someone who can administer them."""
+        if role not in ROLES:
+            raise InvalidValueError(f"role: one of {', '.join(ROLES)}")
+        with self._writing() as changes:
+            record = self._user_record(directory_id, user_id)
+            if record is None:
+                raise NotFoundError(user_id)
+            if role != "administrator" and self._users.administrators == {user_id}:
+                raise InvalidValueError("role: the last administrator cannot become a user")
+            changes[("users", user_id)] = {**record, "role": role}
+            self._audit(changes, directory_id, actor, "user.role", user_id)
+
+    def account(self, directory_id: str, user_id: str) -> dict | None:
+        """What the pages need to know of a signed-in user: ``id``, ``directory_id``,
+        ``resource``, ``role`` and ``has_password``; never the password hash."""
+        with self._reading():
+            record = self._user_record(directory_id, user_id)
+            if record is None:
+                return None
+            return {
+                "id": user_id,
+                "directory_id": directory_id,
+                "resource": copy_json(record["resource"]),
+                "role": record.get("role", "user"),
+                "has_password": bool(record.get("password_hash")),
+            }
+
+    def password_hash_of(self, directory_id: str, user_id: str) -> str | None:
+        """For checking a password only: the stored hash, or None without a local password."""
+        with self._reading():
+            record = self._user_record(directory_id, user_id)
+            return record.get("password_hash") if record else None
+
+    def find_user_by_user_name(self, directory_id: str, user_name: str) -> dict | None:
+        """The user with this userName in the directory, ignoring case (RFC 7643 §4.1.1)."""
+        with self._reading():
+            user_id = self._users.by_user_name.get((directory_id, user_name.casefold()))
+            record = self._user_record(directory_id, user_id) if user_id else None
+            return copy_json(record["resource"]) if record else None
+
+    def count_administrators(self) -> int:
+        """Administrators in all directories, active or not."""
+        with self._reading():
+            return len(self._users.administrators)
+
+    # -- people search -------------------------------------------------------------------------
+
+    def search_people(
+        self,
+        text: str = "",
+        directory_id: str | None = None,
+        department: str | None = None,
+        title: str | None = None,
+        manager_id: str | None = None,
+        start_index: int = 1,
+        count: int = 20,
+    ) -> tuple[int, list[dict]]:
+        """The people search of the pages, across directories: how many matched, and one page
+        of ``{"directory_id", "resource"}`` sorted by displayName.
+
+        Each word of ``text`` must appear, ignoring case, in the displayName, userName, an
+        email, a phone number (also compared digits only, so "5550100" finds "+1 555-0100"),
+        the title or the department. ``department`` and ``title`` are parts of those
+        attributes, ``manager_id`` the id of the people's manager. Deactivated users are found
+        too. It scans: only the candidate list is taken under the lock, and since stored
+        documents are replaced, never changed in place, the scan itself runs outside it.
+        """
+        with self._reading():
+            users = self._tables["users"]
+            if manager_id:
+                ids: Any = self._users.by_manager.get(manager_id, ())
+            elif directory_id:
+                ids = self._users.by_directory.get(directory_id, {})
+            else:
+                ids = users
+            records = [users[i] for i in ids if i in users]
+        matches = _people_matcher(text, department, title)
+        found = [
+            r
+            for r in records
+            if (directory_id is None or r["directory_id"] == directory_id)
+            and matches(r["resource"])
+        ]
+        found.sort(key=_people_order)
+        begin = max(start_index, 1) - 1
+        page = found[begin : begin + max(count, 0)]
+        return len(found), [
+            {"directory_id": r["directory_id"], "resource": copy_json(r["resource"])} for r in page
+        ]
 
     # -- groups --------------------------------------------------------------------------------
 

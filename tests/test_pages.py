@@ -1,0 +1,607 @@
+"""The HTML pages through Flask's test client over a temp data folder: first-run setup, local
+sign-in and its refusals, sessions, CSRF, people search, contact pages, My account, roles."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import pytest
+
+import auth
+from app import create_app, served_base_url
+from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, PATCH_OP_URN
+from store import DEFAULT_DIRECTORY
+
+ADMIN_PASSWORD = "Admin-pass-1"
+PASSWORD = "User-pass-1"
+SETUP_LINK = re.compile(r"(http://\S+)/setup/(\S+)")
+
+
+def setup_path(err: str) -> str:
+    """The path of the one setup link printed on stderr."""
+    links = SETUP_LINK.findall(err)
+    assert len(links) == 1, err
+    return f"/setup/{links[0][1]}"
+
+
+def csrf_token(client, *paths: str) -> str:
+    """The CSRF token (bound to the client's session) of the first of these pages with a form."""
+    for path in paths or ("/login",):
+        page = client.get(path, follow_redirects=True).get_data(as_text=True)
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no form on {paths}")
+
+
+def results(page: str) -> str:
+    """The list of search results on a people page (not the navigation)."""
+    return page[page.index('<ul class="results">') :]
+
+
+@pytest.fixture
+def fresh(tmp_path, capsys):
+    """A first start: the app, its client and the setup link's path."""
+    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True})
+    path = setup_path(capsys.readouterr().err)
+    yield app, app.test_client(), path
+    app.extensions["roster.store"].close()
+
+
+def run_setup(client, path: str, **overrides) -> object:
+    form = {
+        "userName": "admin@contoso.example",
+        "displayName": "Ada Admin",
+        "password": ADMIN_PASSWORD,
+        "password_again": ADMIN_PASSWORD,
+        **overrides,
+    }
+    return client.post(path, data={"csrf_token": csrf_token(client, path, "/"), **form})
+
+
+@pytest.fixture
+def site(fresh):
+    """After first-run setup: the app, the store, the Default directory, a fresh client."""
+    app, client, path = fresh
+    assert run_setup(client, path).status_code == 302
+    store = app.extensions["roster.store"]
+    return app, store, store.find_directory_by_name(DEFAULT_DIRECTORY)
+
+
+def add_user(store, directory, user_name: str, password: str | None = PASSWORD, **attributes):
+    created = store.create_user(
+        directory["id"],
+        {"schemas": [CORE_USER_URN], "userName": user_name, "displayName": user_name, **attributes},
+        "test",
+    )
+    if password:
+        store.set_password(directory["id"], created["id"], auth.hash_password(password), "test")
+    return created
+
+
+def log_in(client, directory, user_name: str, password: str = PASSWORD, token=None, **extra):
+    token = token or csrf_token(client)
+    form = {"csrf_token": token, "directory_id": directory["id"], "userName": user_name}
+    return client.post("/login", data={**form, "password": password, **extra})
+
+
+def log_out(client):
+    return client.post("/logout", data={"csrf_token": csrf_token(client, "/account")})
+
+
+# -- first run ----------------------------------------------------------------------------------
+
+
+def test_each_start_without_an_administrator_prints_a_new_setup_link(tmp_path, capsys):
+    data_dir = str(tmp_path / "data")
+    paths = []
+    for _start in range(2):
+        app = create_app({"DATA_DIR": data_dir})
+        paths.append(setup_path(capsys.readouterr().err))
+        app.extensions["roster.store"].close()
+    assert paths[0] != paths[1]
+    app = create_app({"DATA_DIR": data_dir})
+    client = app.test_client()
+    assert client.get(paths[0]).status_code == 404  # each link dies with its process
+    assert client.get(paths[1]).status_code == 404
+    assert setup_path(capsys.readouterr().err) not in paths
+    app.extensions["roster.store"].close()
+
+
+def test_the_setup_link_creates_the_administrator_once(fresh, tmp_path, capsys):
+    app, client, path = fresh
+    page = client.get(path)
+    assert page.status_code == 200 and "Create the first administrator" in page.text
+
+    response = run_setup(client, path)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert client.get("/admin").status_code == 200  # signed in, as administrator
+    store = app.extensions["roster.store"]
+    default = store.find_directory_by_name(DEFAULT_DIRECTORY)
+    assert default["auth_method"] == "local"
+    admin = store.find_user_by_user_name(default["id"], "admin@contoso.example")
+    assert store.account(default["id"], admin["id"])["role"] == "administrator"
+
+    assert client.get(path).status_code == 404
+    assert run_setup(client, path, userName="second@contoso.example").status_code == 404
+    assert store.count_users(default["id"]) == 1
+    stored = "".join(p.read_text() for p in (tmp_path / "data").iterdir() if p.is_file())
+    assert ADMIN_PASSWORD not in stored and path.rsplit("/", 1)[1] not in stored
+
+    app.extensions["roster.store"].close()
+    restarted = create_app({"DATA_DIR": str(tmp_path / "data")})
+    assert SETUP_LINK.search(capsys.readouterr().err) is None  # an administrator exists
+    restarted.extensions["roster.store"].close()
+
+
+def test_a_wrong_setup_token_is_404(fresh):
+    _app, client, _path = fresh
+    assert client.get("/setup/not-the-token").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"password": "Ab1!", "password_again": "Ab1!"}, "Password: 8 to 64 characters"),
+        ({"password": "Aa1!" * 17, "password_again": "Aa1!" * 17}, "Password: 8 to 64 characters"),
+        (
+            {"password": "lowercase-only", "password_again": "lowercase-only"},
+            "Password: use at least three of lowercase letters, uppercase letters, digits and "
+            "symbols (this one has 2)",
+        ),
+        ({"password_again": "Admin-pass-2"}, "Password again: the two passwords differ."),
+        ({"userName": "   "}, "userName"),
+        ({"displayName": ""}, "displayName"),
+    ],
+)
+def test_setup_names_the_rule_a_form_breaks_and_the_link_still_works(fresh, overrides, message):
+    app, client, path = fresh
+    response = run_setup(client, path, **overrides)
+    assert response.status_code == 400
+    assert message in response.text
+    assert app.extensions["roster.store"].count_administrators() == 0
+    assert run_setup(client, path).status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("password", "accepted"),
+    [
+        ("Abcdefg1", True),  # lower, upper, digit
+        ("abcdefg1!", True),  # lower, digit, symbol
+        ("ABCDEFG 1", True),  # upper, digit, symbol (a space counts)
+        ("Abcdefgh", False),  # two kinds
+        ("Abc1!", False),  # too short
+        ("Ab1!" * 16, True),  # 64 characters
+        ("Ab1!" * 16 + "x", False),
+    ],
+)
+def test_password_policy(password, accepted):
+    assert (auth.password_problem(password) is None) is accepted
+
+
+# -- signing in ---------------------------------------------------------------------------------
+
+
+def test_log_in_lands_on_the_people_page_and_log_out_ends_the_session(site):
+    app, store, default = site
+    add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    response = log_in(client, default, "ANA@contoso.example")  # userName ignores case
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert "People" in client.get("/").text
+
+    assert log_out(client).headers["Location"] == "/login"
+    assert client.get("/").status_code == 302
+
+
+def test_log_in_returns_to_the_page_asked_for_but_never_to_another_site(site):
+    app, store, default = site
+    ana = add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    target = f"/people/{default['id']}/{ana['id']}"
+    assert client.get(target).headers["Location"] == f"/login?next={target}"
+    assert log_in(client, default, ana["userName"], next=target).headers["Location"] == target
+    log_out(client)
+    evil = log_in(client, default, ana["userName"], next="//evil.example/")
+    assert evil.headers["Location"] == "/"
+
+
+def test_the_login_page_lists_only_directories_that_allow_sign_in(site):
+    app, store, default = site
+    store.create_directory("Hidden")
+    microsoft = store.create_directory("Fabrikam")
+    store.update_directory(microsoft["id"], {"auth_method": "microsoft"}, "test")
+    client = app.test_client()
+    page = client.get("/login").text
+    assert "Default" in page and "Fabrikam" in page and "Hidden" not in page
+    chosen = client.get(f"/login?directory={microsoft['id']}").text
+    assert "Log in with your Microsoft account" in chosen and "disabled" in chosen
+    assert 'name="password"' not in chosen
+    assert 'name="password"' in client.get(f"/login?directory={default['id']}").text
+
+
+@pytest.mark.parametrize(
+    "failure", ["unknown user", "wrong password", "deactivated", "method none", "method microsoft"]
+)
+def test_every_refusal_says_the_same_neutral_thing(site, failure):
+    app, store, default = site
+    client = app.test_client()
+    token = csrf_token(client)  # before the directory's sign-in form may go away
+    user_name, password = "ana@contoso.example", PASSWORD
+    add_user(store, default, user_name, active=failure != "deactivated")
+    if failure == "unknown user":
+        user_name = "nobody@contoso.example"
+    elif failure == "wrong password":
+        password = "Wrong-pass-1"
+    elif failure.startswith("method"):
+        store.update_directory(default["id"], {"auth_method": failure.split()[1]}, "test")
+    response = log_in(client, default, user_name, password, token)
+    assert response.status_code == 400
+    assert auth.SIGN_IN_REFUSED in response.text
+    assert client.get("/").status_code == 302
+
+
+def test_a_user_without_a_password_cannot_log_in(site):
+    app, store, default = site
+    add_user(store, default, "ana@contoso.example", password=None)
+    response = log_in(app.test_client(), default, "ana@contoso.example", "")
+    assert auth.SIGN_IN_REFUSED in response.text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_repeated_failures_slow_an_account_down_but_never_lock_it_for_good(site):
+    app, store, default = site
+    clock = Clock()
+    app.extensions["roster.sign_in_throttle"] = auth.FailureThrottle(clock=clock)
+    add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    for _attempt in range(5):
+        assert log_in(client, default, "ana@contoso.example", "Wrong-pass-1").status_code == 400
+    slowed = log_in(client, default, "ana@contoso.example")  # even the right password waits
+    assert slowed.status_code == 429
+    assert slowed.headers["Retry-After"] == "32"  # 2**5 seconds after the fifth failure
+    assert "Try again in 32 seconds" in slowed.text
+
+    clock.now += 32
+    assert log_in(client, default, "ana@contoso.example").status_code == 302
+    log_out(client)
+    assert log_in(client, default, "ana@contoso.example", "Wrong-pass-1").status_code == 400
+
+
+def test_the_wait_doubles_up_to_fifteen_minutes():
+    clock = Clock()
+    throttle = auth.FailureThrottle(clock=clock)
+    keys = (("account", "d", "ana"),)
+    waits = []
+    for _failure in range(12):
+        throttle.failed(keys)
+        waits.append(throttle.seconds_to_wait(keys))
+    assert waits == [0, 0, 0, 0, 32, 64, 128, 256, 512, 900, 900, 900]
+    clock.now += 900
+    assert throttle.seconds_to_wait(keys) == 0
+
+
+def test_failures_from_one_address_slow_down_every_account_it_tries(site):
+    app, store, default = site
+    app.extensions["roster.sign_in_throttle"] = auth.FailureThrottle(clock=Clock())
+    add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    for number in range(5):
+        log_in(client, default, f"guess{number}@contoso.example", "Wrong-pass-1")
+    assert log_in(client, default, "ana@contoso.example").status_code == 429
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROSTER_TRUST_PROXY", "1")
+    app = create_app({"DATA_DIR": str(tmp_path / "data")})
+    client = app.test_client()
+    assert run_setup(client, setup_path(capsys.readouterr().err)).status_code == 302
+    log_out(client)
+    store = app.extensions["roster.store"]
+    default = store.find_directory_by_name(DEFAULT_DIRECTORY)
+    app.extensions["roster.sign_in_throttle"] = auth.FailureThrottle(clock=Clock())
+    add_user(store, default, "ana@contoso.example")
+
+    def attempt(user_name: str, address: str, password: str = PASSWORD):
+        headers = {"X-Forwarded-For": address}
+        token = csrf_token(client)
+        form = {"csrf_token": token, "directory_id": default["id"], "userName": user_name}
+        return client.post("/login", data={**form, "password": password}, headers=headers)
+
+    for number in range(5):
+        attempt(f"guess{number}@contoso.example", "203.0.113.7", "Wrong-pass-1")
+    assert attempt("ana@contoso.example", "203.0.113.7").status_code == 429
+    assert attempt("ana@contoso.example", "198.51.100.2").status_code == 302
+    store.close()
+
+
+# -- sessions and CSRF --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/account", "/admin", "/people/some-dir/some-user"])
+def test_anonymous_visitors_are_sent_to_the_login_page(site, path):
+    app, _store, _default = site
+    response = app.test_client().get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_posts_without_a_csrf_token_are_refused(site):
+    app, store, default = site
+    add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    form = {"directory_id": default["id"], "userName": "ana@contoso.example", "password": PASSWORD}
+    assert client.post("/login", data=form).status_code == 400
+    assert client.post("/login", data={**form, "csrf_token": "forged"}).status_code == 400
+    log_in(client, default, "ana@contoso.example")
+    assert client.post("/logout").status_code == 400
+    assert client.get("/").status_code == 200  # still signed in
+    password_form = {"current_password": PASSWORD, "new_password": "New-pass-1"}
+    assert client.post("/account/password", data=password_form).status_code == 400
+
+
+def test_the_scim_api_needs_no_csrf_token(site):
+    app, store, default = site
+    _key, token = auth.create_directory_key(store, default["id"], "Test key", "test")
+    response = app.test_client().post(
+        "/v2/Users",
+        json={"schemas": [CORE_USER_URN], "userName": "new@contoso.example", "displayName": "N"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201
+
+
+def test_a_user_deactivated_through_scim_loses_access_on_the_next_click(site):
+    app, store, default = site
+    ana = add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    log_in(client, default, "ana@contoso.example")
+    assert client.get("/").status_code == 200
+
+    _key, token = auth.create_directory_key(store, default["id"], "Test key", "test")
+    patch = {
+        "schemas": [PATCH_OP_URN],
+        "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+    }
+    entra = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert entra.patch(f"/v2/Users/{ana['id']}", json=patch, headers=headers).status_code == 200
+
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert client.get("/account").status_code == 302
+
+
+def test_a_deleted_user_loses_access_on_the_next_click(site):
+    app, store, default = site
+    ana = add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    log_in(client, default, "ana@contoso.example")
+    store.delete_user(default["id"], ana["id"], "test")
+    assert client.get("/").status_code == 302
+
+
+def test_session_cookie_settings(site, tmp_path, monkeypatch, capsys):
+    app, store, default = site
+    add_user(store, default, "ana@contoso.example")
+    client = app.test_client()
+    cookie = log_in(client, default, "ana@contoso.example").headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert "Expires=" in cookie
+    assert app.permanent_session_lifetime == timedelta(minutes=480)
+
+    monkeypatch.setenv("ROSTER_PUBLIC_URL", "https://roster.example.com")
+    monkeypatch.setenv("ROSTER_SESSION_MINUTES", "30")
+    https_app = create_app({"DATA_DIR": str(tmp_path / "other")})
+    assert https_app.config["SESSION_COOKIE_SECURE"] is True
+    assert https_app.permanent_session_lifetime == timedelta(minutes=30)
+    assert "https://roster.example.com/setup/" in capsys.readouterr().err
+    https_app.extensions["roster.store"].close()
+
+
+def test_the_request_log_never_shows_the_setup_token(fresh):
+    _app, client, path = fresh
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("roster.requests").addHandler(handler)
+    try:
+        client.get(path)
+    finally:
+        logging.getLogger("roster.requests").removeHandler(handler)
+    token = path.rsplit("/", 1)[1]
+    assert lines and all(token not in line for line in lines)
+    assert "GET /setup/[token] 200" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["waitress-serve", "--listen=127.0.0.1:8080", "--call", "app:create_app"],
+            "127.0.0.1:8080",
+        ),
+        (["waitress-serve", "--listen", "0.0.0.0:9000", "app:app"], "localhost:9000"),
+        (["waitress-serve", "--host=roster.lan", "--port=8181"], "roster.lan:8181"),
+        (["pytest"], "localhost:8080"),
+    ],
+)
+def test_the_setup_link_uses_the_address_waitress_listens_on(app, argv, expected):
+    assert served_base_url(app, argv) == f"http://{expected}"
+
+
+# -- people, contacts, my account, roles --------------------------------------------------------
+
+
+@pytest.fixture
+def signed_in(site):
+    """A plain user signed in, in a company of a few people."""
+    app, store, default = site
+    boss = add_user(store, default, "zoe@contoso.example", displayName="Zoe Boss")
+    ana = add_user(
+        store,
+        default,
+        "ana@contoso.example",
+        displayName="Ana Lima",
+        title="Senior Engineer",
+        emails=[{"type": "work", "value": "ana.lima@contoso.example"}],
+        phoneNumbers=[{"type": "work", "value": "+1 (555) 010-0200"}],
+        addresses=[{"type": "work", "locality": "Lisbon", "country": "PT"}],
+        **{
+            "schemas": [CORE_USER_URN, ENTERPRISE_USER_URN],
+            ENTERPRISE_USER_URN: {
+                "department": "Platform Engineering",
+                "costCenter": "CC-42",
+                "manager": {"value": boss["id"]},
+            },
+        },
+    )
+    report = add_user(
+        store,
+        default,
+        "rui@contoso.example",
+        displayName="Rui Report",
+        active=False,
+        **{
+            "schemas": [CORE_USER_URN, ENTERPRISE_USER_URN],
+            ENTERPRISE_USER_URN: {
+                "department": "Platform Engineering",
+                "manager": {"value": ana["id"]},
+            },
+        },
+    )
+    store.create_group(
+        default["id"], {"schemas": [], "displayName": "Lisbon office"}, [ana["id"]], "t"
+    )
+    client = app.test_client()
+    log_in(client, default, "zoe@contoso.example")
+    return client, store, default, {"boss": boss, "ana": ana, "report": report}
+
+
+def test_search_finds_people_by_part_of_department_phone_or_email(signed_in):
+    client, _store, _default, _people = signed_in
+    by_department = results(client.get("/?q=platform eng").text)
+    assert "Ana Lima" in by_department and "Rui Report" in by_department
+    assert "Zoe Boss" not in by_department
+    assert "Ana Lima" in results(client.get("/?q=5550100").text)
+    assert "Ana Lima" in results(client.get("/?q=lima@contoso").text)
+    assert "0 people found" in client.get("/?q=nobody-like-this").text
+
+
+def test_search_marks_deactivated_people_inactive(signed_in):
+    client, _store, _default, _people = signed_in
+    page = client.get("/?q=rui").text
+    assert "Rui Report" in page
+    assert re.search(
+        r'class="inactive".*?Rui Report.*?<span class="badge">inactive</span>', page, re.S
+    )
+    assert "inactive" not in client.get("/?q=ana").text
+
+
+def test_search_filters_by_directory_department_and_title(signed_in):
+    client, store, default, _people = signed_in
+    other = store.create_directory("Fabrikam")
+    add_user(store, other, "cy@fabrikam.example", displayName="Cy Engel", title="Senior Engineer")
+    assert "Cy Engel" in client.get("/?title=senior").text
+    only_default = client.get(f"/?title=senior&directory={default['id']}").text
+    assert "Ana Lima" in only_default and "Cy Engel" not in only_default
+    by_department = client.get("/?department=platform").text
+    assert "Cy Engel" not in by_department and "Ana Lima" in by_department
+
+
+def test_search_pages_twenty_at_a_time(signed_in):
+    client, store, default, _people = signed_in
+    for number in range(25):
+        add_user(store, default, f"temp{number:02}@contoso.example", password=None)
+    first = client.get("/?q=temp").text
+    assert "25 people found" in first and "Page 1 of 2" in first
+    assert "temp19@" in first and "temp20@" not in first
+    assert 'href="/?q=temp&amp;page=2" rel="next"' in first
+    second = client.get("/?q=temp&page=2").text
+    assert "temp20@" in second and "temp24@" in second and "temp19@" not in second
+
+
+def test_a_contact_page_shows_mapped_attributes_manager_reports_and_groups(signed_in):
+    client, _store, default, people = signed_in
+    page = client.get(f"/people/{default['id']}/{people['ana']['id']}").text
+    for label, value in [
+        ("User Name", "ana@contoso.example"),
+        ("Mail", "ana.lima@contoso.example"),
+        ("Office phone", "+1 (555) 010-0200"),
+        ("City", "Lisbon"),
+        ("Country or region", "PT"),
+        ("Cost center", "CC-42"),
+        ("Job title", "Senior Engineer"),
+        ("Department", "Platform Engineering"),
+    ]:
+        assert re.search(rf"<dt>{re.escape(label)}</dt>\s*<dd>(<a [^>]*>)?{re.escape(value)}", page)
+    assert "Mobile Phone" not in page  # rows without a value are left out
+    boss_url = f"/people/{default['id']}/{people['boss']['id']}"
+    report_url = f"/people/{default['id']}/{people['report']['id']}"
+    assert f'<a href="{boss_url}">Zoe Boss</a>' in page
+    assert f'<a href="{report_url}">Rui Report</a>' in page
+    assert "Lisbon office" in page
+
+
+def test_an_unknown_contact_is_404(signed_in):
+    client, _store, default, _people = signed_in
+    assert client.get(f"/people/{default['id']}/no-such-user").status_code == 404
+
+
+def test_values_are_escaped(signed_in):
+    client, store, default, _people = signed_in
+    add_user(store, default, "x@contoso.example", displayName="<script>alert(1)</script>")
+    page = client.get("/?q=alert").text
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_my_account_shows_the_profile_and_changes_the_password(signed_in):
+    client, _store, default, _people = signed_in
+    page = client.get("/account").text
+    assert "My account" in page and "zoe@contoso.example" in page and "Change password" in page
+
+    def change(current: str, new: str, again: str | None = None):
+        form = {
+            "csrf_token": csrf_token(client, "/account"),
+            "current_password": current,
+            "new_password": new,
+            "new_password_again": new if again is None else again,
+        }
+        return client.post("/account/password", data=form)
+
+    assert "Current password: it is not your password." in change("Wrong-pass-1", "New-pass-1").text
+    assert "Password: 8 to 64 characters" in change(PASSWORD, "short").text
+    assert "the two new passwords differ" in change(PASSWORD, "New-pass-1", "New-pass-2").text
+    response = change(PASSWORD, "New-pass-1")
+    assert response.status_code == 302
+    assert "Your password was changed." in client.get("/account").text
+
+    log_out(client)
+    assert log_in(client, default, "zoe@contoso.example").status_code == 400
+    assert log_in(client, default, "zoe@contoso.example", "New-pass-1").status_code == 302
+
+
+def test_a_plain_user_is_refused_the_admin_pages_and_sees_no_admin_link(signed_in):
+    client, _store, _default, _people = signed_in
+    assert client.get("/admin").status_code == 403
+    assert 'href="/admin"' not in client.get("/").text
+
+
+def test_an_administrator_sees_the_honest_admin_placeholder(site, fresh):
+    _app, client, _path = fresh  # the client that ran the setup is signed in as administrator
+    page = client.get("/admin").text
+    assert "come in the next version" in page
+    assert 'href="/admin"' in client.get("/").text
