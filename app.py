@@ -28,10 +28,19 @@ from flask.cli import AppGroup
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import admin
+import admin_users
 import auth
 import pages
 import scim
-from store import DEFAULT_DIRECTORY, DataFolderBusy, NotFoundError, Store, UniquenessError
+from store import (
+    DEFAULT_DIRECTORY,
+    DataFolderBusy,
+    InvalidValueError,
+    NotFoundError,
+    Store,
+    UniquenessError,
+)
 
 SECRET_KEY_FILE = "secret_key"
 CLI_ACTOR = "cli"
@@ -78,6 +87,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(scim.bp)  # bearer tokens, not cookies: no cross-site request to forge
     scim.init_app(app)
     pages.init_app(app)
+    admin.init_app(app)
+    admin_users.init_app(app)
     if app.config["TRUST_PROXY"]:
         hops = app.config["TRUST_PROXY"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
@@ -286,7 +297,10 @@ def create_key_command(directory_name: str, name: str) -> None:
     """Create a key and print its access token (shown this once only)."""
     store = cli_store(writes=True)
     directory = directory_named(store, name=directory_name)
-    key, token = auth.create_directory_key(store, directory["id"], name, CLI_ACTOR)
+    try:
+        key, token = auth.create_directory_key(store, directory["id"], name, CLI_ACTOR)
+    except InvalidValueError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"Key {key['id']} ({name}) created in directory {directory['name']}.")
     click.echo("Access token (shown once; paste it into Entra ID as the Secret Token):")
     click.echo(token)
@@ -325,7 +339,7 @@ def create_directory_command(name: str, description: str) -> None:
     if not 1 <= len(name) <= 100 or len(description) > 250:
         raise click.ClickException("name must be 1-100 characters, description at most 250")
     try:
-        directory = cli_store(writes=True).create_directory(name, description)
+        directory = cli_store(writes=True).create_directory(name, description, actor=CLI_ACTOR)
     except UniquenessError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Directory {directory['name']} created ({directory['id']}).")

@@ -334,15 +334,6 @@ def change_password() -> Any:
     return redirect(url_for("pages.my_account"))
 
 
-# -- administration -----------------------------------------------------------------------------
-
-
-@bp.get("/admin")
-@auth.administrator_required
-def admin() -> str:
-    return render_template("admin.html")
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.extensions[THROTTLE] = auth.FailureThrottle()

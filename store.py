@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,8 @@ AUTH_METHODS = ("none", "local", "microsoft")  # how a directory's people sign i
 ROLES = ("administrator", "user")  # a user record without a role is a "user"
 DIRECTORY_NAME_MAX = 100  # the hosted product's limits
 DIRECTORY_DESCRIPTION_MAX = 250
+KEY_NAME_MAX = 100
+SYSTEM_ACTOR = "roster"  # the audit log's actor for changes Roster makes on its own (first start)
 Versions = tuple[str, ...]  # the opaque tags an If-Match accepts ("*" for any)
 
 
@@ -377,7 +379,7 @@ _JOURNAL_NAME = re.compile(r"journal-(\d+)\.jsonl")
 
 
 def _matching_page(
-    candidates: list[dict],
+    candidates: Iterable[dict],
     matches: Callable[[dict], bool] | None,
     sort_key: Callable[[dict], Any] | None,
     descending: bool,
@@ -442,6 +444,18 @@ def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
     if "my_account" in checked and not isinstance(checked["my_account"], bool):
         raise InvalidValueError("my_account: true or false")
     return checked
+
+
+def directory_setting_problems(settings: dict[str, Any]) -> dict[str, str]:
+    """Every rule the settings break, by setting, so a form can show each next to its field
+    (the store's verbs stop at the first)."""
+    problems = {}
+    for name, value in settings.items():
+        try:
+            _checked_directory_updates({name: value})
+        except InvalidValueError as error:
+            problems[name] = str(error)
+    return problems
 
 
 def _people_matcher(text: str, department: str | None, title: str | None) -> Callable[[dict], bool]:
@@ -813,18 +827,29 @@ class Store:
 
     # -- directories ---------------------------------------------------------------------------
 
-    def create_directory(self, name: str, description: str = "", auth_method: str = "none") -> dict:
-        with self._writing() as changes:
-            if self._directory_id_by_name(name):
-                raise UniquenessError(f'a directory named "{name}" already exists')
-            directory = {
-                "id": new_id(),
+    def create_directory(
+        self,
+        name: str,
+        description: str = "",
+        auth_method: str = "none",
+        actor: str = SYSTEM_ACTOR,
+        my_account: bool = False,
+    ) -> dict:
+        """A new directory, under the rules of :meth:`update_directory`."""
+        checked = _checked_directory_updates(
+            {
                 "name": name,
                 "description": description,
                 "auth_method": auth_method,
-                "created": utc_now(),
+                "my_account": my_account,
             }
+        )
+        with self._writing() as changes:
+            if self._directory_id_by_name(checked["name"]):
+                raise UniquenessError(f'a directory named "{checked["name"]}" already exists')
+            directory = {"id": new_id(), **checked, "created": utc_now()}
             changes[("directories", directory["id"])] = directory
+            self._audit(changes, directory["id"], actor, "directory.create", directory["id"])
         return copy_json(directory)
 
     def _directory_id_by_name(self, name: str) -> str | None:
@@ -866,11 +891,19 @@ class Store:
         return copy_json(changes[("directories", directory_id)])
 
     def delete_directory(self, directory_id: str, actor: str) -> int:
-        """Delete a directory with its users, groups and keys; returns how many users went."""
+        """Delete a directory with its users, groups and keys; returns how many users went.
+
+        Refused while it holds every administrator, so the pages keep someone who can
+        administer them (as :meth:`set_role` keeps the last one)."""
         with self._writing() as changes:
             if directory_id not in self._tables["directories"]:
                 raise NotFoundError(directory_id)
             user_ids = list(self._users.by_directory.get(directory_id, {}))
+            if self._users.administrators and self._users.administrators <= set(user_ids):
+                raise InvalidValueError(
+                    "directory: it holds every administrator; make someone in another "
+                    "directory an administrator first"
+                )
             for user_id in user_ids:
                 changes[("users", user_id)] = None
             for group_id in self._groups.by_directory.get(directory_id, {}):
@@ -1042,17 +1075,20 @@ class Store:
             candidates = self._user_candidates(directory_id, equal_terms or {})
             return _matching_page(candidates, matches, sort_key, descending, begin, end)
 
-    def _user_candidates(self, directory_id: str, equal_terms: dict[str, str]) -> list[dict]:
+    def _user_candidates(self, directory_id: str, equal_terms: dict[str, str]) -> Iterable[dict]:
+        """The users a filter can match: through an index when it has an id, userName or
+        externalId term, else the whole directory, yielded without building a list first."""
         users = self._tables["users"]
+        if not equal_terms.keys() & {"id", "username", "externalid"}:
+            # The directory index holds only this directory's users: no per-record check.
+            return (users[user_id]["resource"] for user_id in self._users.ordered_ids(directory_id))
         if "id" in equal_terms:
             ids: Any = [equal_terms["id"]]
         elif "username" in equal_terms:
             found = self._users.by_user_name.get((directory_id, equal_terms["username"].casefold()))
             ids = [found] if found else []
-        elif "externalid" in equal_terms:
-            ids = self._users.by_external_id.get((directory_id, equal_terms["externalid"]), ())
         else:
-            ids = self._users.by_directory.get(directory_id, {})
+            ids = self._users.by_external_id.get((directory_id, equal_terms["externalid"]), ())
         records = (users.get(user_id) for user_id in ids)
         return [r["resource"] for r in records if r and r["directory_id"] == directory_id]
 
@@ -1075,6 +1111,60 @@ class Store:
     def _check_directory(self, directory_id: str) -> None:
         if directory_id not in self._tables["directories"]:
             raise NotFoundError(directory_id)
+
+    def import_users(
+        self,
+        directory_id: str,
+        creates: list[dict],
+        updates: list[tuple[str, str, dict]],
+        actor: str,
+    ) -> None:
+        """Create and update many users in one write: all of them, or none when any check
+        fails, so an import never stops half-way.
+
+        ``creates`` carry ids from :func:`new_id`, so a user's manager may be another user of
+        the same batch. ``updates`` are (user id, the ``meta.version`` the caller planned from,
+        new resource); a user changed since is refused with :class:`PreconditionFailed`.
+        userNames must be unique (ignoring case) in the directory as the batch leaves it.
+        """
+        with self._writing() as changes:
+            self._check_directory(directory_id)
+            batch: dict[str, dict] = {}
+            for resource in creates:
+                if resource["id"] in self._tables["users"] or resource["id"] in batch:
+                    raise UniquenessError(f"id {resource['id']} is already taken")
+                batch[resource["id"]] = copy_json(resource)
+            for user_id, version, resource in updates:
+                record = self._user_record(directory_id, user_id)
+                if record is None or user_id in batch:
+                    raise NotFoundError(user_id)
+                self._check_version(record["resource"], (version.removeprefix("W/"),))
+                batch[user_id] = {**copy_json(resource), "id": user_id}
+            claimed: dict[str, str] = {}
+            for user_id, resource in batch.items():
+                user_name = resource["userName"]
+                holder = claimed.setdefault(user_name.casefold(), user_id)
+                indexed = self._users.by_user_name.get((directory_id, user_name.casefold()))
+                taken = indexed is not None and indexed != user_id and indexed not in batch
+                if holder != user_id or taken:
+                    raise UniquenessError(f'userName "{user_name}" is already taken')
+                manager_id = manager_of(resource)
+                known = manager_id in batch or self._user_record(directory_id, manager_id)
+                if manager_id and not known:
+                    raise BrokenReferenceError(
+                        f"manager: no user with id {manager_id} in this directory"
+                    )
+            now = utc_now()
+            for user_id, resource in batch.items():
+                record = self._tables["users"].get(user_id)
+                created = record["resource"]["meta"]["created"] if record else now
+                resource["meta"] = {"resourceType": "User", "created": created, "lastModified": now}
+                resource["meta"]["version"] = resource_version(resource)
+                if record is None:
+                    record = {"id": user_id, "directory_id": directory_id}
+                changes[("users", user_id)] = {**record, "resource": resource}
+                action = "user.update" if "resource" in record else "user.create"
+                self._audit(changes, directory_id, actor, action, user_id)
 
     # -- accounts: sign-in data beside the SCIM resource ---------------------------------------
     #
@@ -1422,10 +1512,14 @@ class Store:
     # -- directory keys ------------------------------------------------------------------------
 
     def create_key(self, directory_id: str, name: str, token_hash: str, actor: str) -> dict:
+        """A new key (``name`` 1-100 characters); the audit log names a key's SCIM changes by
+        its name."""
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= KEY_NAME_MAX:
+            raise InvalidValueError(f"name: 1 to {KEY_NAME_MAX} characters")
         key = {
             "id": new_id(),
             "directory_id": directory_id,
-            "name": name,
+            "name": name.strip(),
             "token_hash": token_hash,
             "created": utc_now(),
             "last_used": None,
@@ -1501,3 +1595,23 @@ class Store:
                 if directory_id is None or e["directory_id"] == directory_id
             ]
             return sorted(copy_json(entries), key=lambda e: e["time"], reverse=True)
+
+    def audit_page(
+        self, directory_id: str | None, start_index: int, count: int
+    ) -> tuple[int, list[dict]]:
+        """One page of :meth:`list_audit` (``start_index`` from 1, as in SCIM): the number of
+        entries and the page, newest first.
+
+        Entries are appended in time order, so the reversed table is already (nearly) sorted
+        and the stable sort costs one pass; equal times keep the later write first. Only the
+        page is copied.
+        """
+        with self._reading():
+            entries = [
+                e
+                for e in reversed(self._tables["audit"].values())
+                if directory_id is None or e["directory_id"] == directory_id
+            ]
+            entries.sort(key=lambda e: e["time"], reverse=True)
+            begin = max(start_index, 1) - 1
+            return len(entries), copy_json(entries[begin : begin + max(count, 0)])
