@@ -605,3 +605,13 @@ def test_an_administrator_sees_the_admin_pages_and_link(site, fresh):
     page = client.get("/admin").text
     assert "<h1>Directories</h1>" in page
     assert 'href="/admin"' in client.get("/").text
+
+
+def test_every_page_carries_the_security_headers(client):
+    response = client.get("/login")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
