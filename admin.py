@@ -1,5 +1,5 @@
-"""The administrator pages under ``/admin``: directories (settings, delete), directory keys and
-the audit log.
+"""The administrator pages under ``/admin``: directories (settings, delete), directory keys,
+groups (read-only: they come from SCIM) and the audit log.
 
 Every view is :func:`auth.administrator_required`: anonymous visitors sign in first, plain users
 get 403. Forms are plain HTML posts with a CSRF token (``CSRFProtect``, set up in the factory);
@@ -45,6 +45,7 @@ from store import (
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 AUDIT_PAGE_SIZE = 50
+GROUPS_PAGE_SIZE = 50
 AUTH_METHOD_LABELS = {
     "none": "None (nobody signs in)",
     "local": "Local accounts",
@@ -300,6 +301,72 @@ def delete_key(directory_id: str, key_id: str) -> Any:
     return redirect(url_for("admin.keys", directory_id=directory_id))
 
 
+# -- groups -------------------------------------------------------------------------------------
+
+
+@bp.get("/directories/<directory_id>/groups")
+@auth.administrator_required
+def groups(directory_id: str) -> str:
+    """The directory's groups by name, 50 a page, with their member counts. Read-only: groups
+    come from SCIM (Entra ID), which would overwrite any change made here."""
+    directory = directory_or_404(directory_id)
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    total, found = store().search_groups(
+        directory_id,
+        sort_key=lambda group: group["displayName"].casefold(),
+        start_index=(page - 1) * GROUPS_PAGE_SIZE + 1,
+        count=GROUPS_PAGE_SIZE,
+    )
+    rows = [
+        {
+            "id": group["id"],
+            "displayName": group["displayName"],
+            "externalId": group.get("externalId", ""),
+            "members": store().group_member_count(directory_id, group["id"]),
+        }
+        for group in found
+    ]
+    return render_template(
+        "admin/groups.html",
+        directory=directory,
+        rows=rows,
+        total=total,
+        page=page,
+        pages=max(math.ceil(total / GROUPS_PAGE_SIZE), 1),
+    )
+
+
+@bp.get("/directories/<directory_id>/groups/<group_id>")
+@auth.administrator_required
+def show_group(directory_id: str, group_id: str) -> str:
+    """One group and its members by name, 50 a page, each linked to their contact page."""
+    directory = directory_or_404(directory_id)
+    resource = store().get_group(directory_id, group_id)
+    if resource is None:
+        abort(404)
+    members = sorted(
+        store().group_members(directory_id, group_id),
+        key=lambda member: (member[1].casefold(), member[0]),
+    )
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    begin = (page - 1) * GROUPS_PAGE_SIZE
+    return render_template(
+        "admin/group.html",
+        directory=directory,
+        group=resource,
+        members=[
+            {
+                "name": name or user_id,
+                "url": url_for("pages.person", directory_id=directory_id, user_id=user_id),
+            }
+            for user_id, name in members[begin : begin + GROUPS_PAGE_SIZE]
+        ],
+        total=len(members),
+        page=page,
+        pages=max(math.ceil(len(members) / GROUPS_PAGE_SIZE), 1),
+    )
+
+
 # -- audit log ----------------------------------------------------------------------------------
 
 
@@ -351,6 +418,8 @@ def audit_row(entry: dict, directory_names: dict[str, str], key_names: dict[str,
     elif kind == "group" and directory_id:
         group = store().get_group(directory_id, target)
         name = group.get("displayName") if group else None
+        if name is not None:
+            link = url_for("admin.show_group", directory_id=directory_id, group_id=target)
     return {
         **entry,
         "directory_name": directory_names.get(directory_id or ""),

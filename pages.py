@@ -23,10 +23,18 @@ from flask import (
     url_for,
 )
 
+import admin_users
 import auth
 from schemas import CORE_USER_URN, load_user, mapped_attributes
 from scimlang import ScimError
-from store import DEFAULT_DIRECTORY, InvalidValueError, Store, UniquenessError
+from store import (
+    DEFAULT_DIRECTORY,
+    InvalidValueError,
+    NotFoundError,
+    PreconditionFailed,
+    Store,
+    UniquenessError,
+)
 
 bp = Blueprint("pages", __name__)
 
@@ -287,16 +295,46 @@ def person_url(directory_id: str, user_id: str) -> str:
 # -- my account ---------------------------------------------------------------------------------
 
 
+# Read-only on My account: the userName is what the person signs in with and what Entra matches
+# on, the manager is the organisation's to set, and the object ID is Entra's link to the user.
+OWN_PROFILE_READ_ONLY = (admin_users.USER_NAME, admin_users.MANAGER, "objectId")
+
+
 @bp.get("/account")
 @auth.login_required
 def my_account() -> Any:
     return account_page()
 
 
-def account_page(error: str | None = None, status: int = 200, headers: dict | None = None):
+def may_edit_own_profile(directory: dict) -> bool:
+    """The directory's "My Account" setting (absent means no)."""
+    return directory.get("my_account") is True
+
+
+def account_page(
+    error: str | None = None,
+    status: int = 200,
+    headers: dict | None = None,
+    profile_values: dict[str, str] | None = None,
+    profile_errors: dict[str, str] | None = None,
+):
+    """The profile, with a form to edit it when the directory allows, and the password form."""
     account = auth.current_account()
     directory = store().get_directory(account["directory_id"])
     can_change_password = account["has_password"] and directory.get("auth_method") == "local"
+    profile_fields, profile_error = [], None
+    if may_edit_own_profile(directory):
+        values = profile_values or admin_users.stored_values(
+            account["directory_id"], account["resource"]
+        )
+        errors = profile_errors or {}
+        profile_fields = [
+            f
+            for f in admin_users.form_fields(values, errors)
+            if f["name"] not in OWN_PROFILE_READ_ONLY
+        ]
+        shown = {f["name"] for f in profile_fields}  # a message no field shows goes on top
+        profile_error = " ".join(m for name, m in errors.items() if name not in shown) or None
     page = render_template(
         "account.html",
         person=contact_card(account["directory_id"], account["resource"]),
@@ -305,8 +343,45 @@ def account_page(error: str | None = None, status: int = 200, headers: dict | No
         can_change_password=can_change_password,
         password_rule=auth.PASSWORD_RULE,
         error=error,
+        profile_fields=profile_fields,
+        profile_error=profile_error,
+        version=account["resource"]["meta"]["version"],
     )
     return page, status, headers or {}
+
+
+@bp.post("/account/profile")
+@auth.login_required
+def update_own_profile() -> Any:
+    """Save the signed-in user's own attributes, by the rules SCIM and the admin form use; the
+    audit log names the user as the actor. Refused unless the directory allows it."""
+    account = auth.current_account()
+    directory_id, user_id = account["directory_id"], account["id"]
+    if not may_edit_own_profile(store().get_directory(directory_id)):
+        abort(403)
+    values = {
+        name: value
+        for name, value in admin_users.form_values(request.form).items()
+        if name not in OWN_PROFILE_READ_ONLY
+    }
+    current = admin_users.without_server_attributes(account["resource"])
+    user, errors = admin_users.validated_user(
+        admin_users.scim_user(current, values), admin_users.LABELS
+    )
+    if user is not None:
+        expected = (request.form.get("version", "").removeprefix("W/"),)
+        try:
+            store().update_user(
+                directory_id, user_id, lambda _current: user, auth.actor_of(account), expected
+            )
+        except NotFoundError:
+            abort(404)
+        except PreconditionFailed as error:
+            errors = admin_users.store_errors(error, values)
+        else:
+            flash("Your profile was saved.")
+            return redirect(url_for("pages.my_account"))
+    return account_page(status=400, profile_values=values, profile_errors=errors)
 
 
 @bp.post("/account/password")

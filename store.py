@@ -1342,6 +1342,14 @@ class Store:
                 if user_id in users and users[user_id]["directory_id"] == directory_id
             ]
 
+    def group_member_count(self, directory_id: str, group_id: str) -> int:
+        """How many members a group has, from the membership index (no copies); 0 for a group
+        that is not in the directory."""
+        with self._reading():
+            if self._group_in(directory_id, group_id) is None:
+                return 0
+            return len(self._groups.members.get(group_id, {}))
+
     def groups_of_user(self, directory_id: str, user_id: str) -> list[tuple[str, str]]:
         """(group id, displayName) of each group the user is a direct member of."""
         with self._reading():

@@ -66,6 +66,8 @@ PAGES = [
     "/admin/directories/{directory}/delete",
     "/admin/directories/{directory}/keys",
     "/admin/directories/{directory}/keys/{key}/delete",
+    "/admin/directories/{directory}/groups",
+    "/admin/directories/{directory}/groups/{group}",
     "/admin/directories/{directory}/audit",
     "/admin/audit",
     "/admin/audit?page=2",
@@ -77,7 +79,8 @@ def paths(site):
     """The pages, with a real directory and key to point at."""
     directory = fabrikam(site)
     key, _token = auth.create_directory_key(site.store, directory["id"], "Key", "t")
-    return lambda path: path.format(directory=directory["id"], key=key["id"])
+    group, _skipped = site.store.create_group(directory["id"], {"displayName": "Sales"}, [], "t")
+    return lambda path: path.format(directory=directory["id"], key=key["id"], group=group["id"])
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -323,6 +326,89 @@ def test_a_key_of_another_directory_is_404(site):
     assert site.admin.get(path).status_code == 404
     assert post(site.admin, path).status_code == 404
     assert len(site.store.list_keys()) == 1
+
+
+# -- groups -------------------------------------------------------------------------------------
+
+
+def scim_post_group(site, token: str, body: dict):
+    """A group as Entra creates it: POST /v2/Groups with the directory key."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], **body}
+    return site.app.test_client().post("/v2/Groups", json=body, headers=headers)
+
+
+def test_the_groups_page_lists_scim_groups_and_links_members_to_their_contacts(site):
+    default = site.default["id"]
+    ana = site.store.find_user_by_user_name(default, "ana@contoso.example")
+    bea = add_user(site.store, site.default, "bea@contoso.example", displayName="Bea <Ops>")
+    _key, token = auth.create_directory_key(site.store, default, "Entra", "t")
+    members = [{"value": ana["id"]}, {"value": bea["id"]}]
+    created = scim_post_group(
+        site, token, {"displayName": "Lisbon office", "externalId": "ext-42", "members": members}
+    )
+    assert created.status_code == 201
+    group_id = created.json["id"]
+    scim_post_group(site, token, {"displayName": "Empty team"})
+
+    page = site.admin.get(f"/admin/directories/{default}/groups").text
+    assert "2 groups" in page and "read-only here" in page
+    assert 'aria-current="page">Groups</a>' in page
+    rows = re.findall(r"<tr>\s*<td><a href=\"([^\"]+)\">([^<]+)</a></td>(.*?)</tr>", page, re.S)
+    assert [name for _link, name, _rest in rows] == ["Empty team", "Lisbon office"]
+    link, _name, rest = rows[1]
+    assert link == f"/admin/directories/{default}/groups/{group_id}"
+    assert "ext-42" in rest and "<td>2</td>" in rest
+    assert "<td>0</td>" in rows[0][2]
+
+    group = site.admin.get(link).text
+    assert "<h1>Lisbon office</h1>" in group and "ext-42" in group and "2 members" in group
+    assert f'<a href="/people/{default}/{ana["id"]}">ana@contoso.example</a>' in group
+    assert f'<a href="/people/{default}/{bea["id"]}">Bea &lt;Ops&gt;</a>' in group
+    assert site.admin.get(f"/people/{default}/{bea['id']}").status_code == 200
+    assert "<form" not in group.split("</header>")[1]  # read-only: nothing to submit
+
+    audit = site.admin.get(f"/admin/directories/{default}/audit").text
+    assert f'<a href="{link}">Lisbon office</a>' in audit  # group targets link to the group
+
+
+def test_the_groups_page_shows_fifty_groups_a_page(site):
+    directory = fabrikam(site)
+    for number in range(51):
+        site.store.create_group(directory["id"], {"displayName": f"Team {number:02}"}, [], "t")
+    base = f"/admin/directories/{directory['id']}/groups"
+    first = site.admin.get(base).text
+    assert "51 groups" in first and "Page 1 of 2" in first and "Team 49" in first
+    assert "Team 50" not in first and f'href="{base}?page=2" rel="next"' in first
+    second = site.admin.get(f"{base}?page=2").text
+    assert "Team 50" in second and "Team 49" not in second and 'rel="prev"' in second
+
+
+def test_a_group_of_another_directory_or_an_unknown_group_is_404(site):
+    directory = fabrikam(site)
+    group, _skipped = site.store.create_group(directory["id"], {"displayName": "Sales"}, [], "t")
+    other = f"/admin/directories/{site.default['id']}/groups/{group['id']}"
+    assert site.admin.get(other).status_code == 404
+    unknown = f"/admin/directories/{directory['id']}/groups/no-such-group"
+    assert site.admin.get(unknown).status_code == 404
+    assert site.admin.get("/admin/directories/no-such-directory/groups").status_code == 404
+
+
+def test_plain_users_are_refused_the_groups_pages(site):
+    group, _skipped = site.store.create_group(site.default["id"], {"displayName": "All"}, [], "t")
+    base = f"/admin/directories/{site.default['id']}/groups"
+    assert site.user.get(base).status_code == 403
+    assert site.user.get(f"{base}/{group['id']}").status_code == 403
+
+
+def test_group_member_count(site):
+    directory = fabrikam(site, users=3)
+    ids = [u["id"] for u in site.store.search_users(directory["id"])[1]]
+    group, _skipped = site.store.create_group(directory["id"], {"displayName": "G"}, ids, "t")
+    assert site.store.group_member_count(directory["id"], group["id"]) == 3
+    site.store.delete_user(directory["id"], ids[0], "t")
+    assert site.store.group_member_count(directory["id"], group["id"]) == 2
+    assert site.store.group_member_count(site.default["id"], group["id"]) == 0  # not its group
 
 
 # -- audit log ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ sign-in and its refusals, sessions, CSRF, people search, contact pages, My accou
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from datetime import timedelta
@@ -592,6 +593,120 @@ def test_my_account_shows_the_profile_and_changes_the_password(signed_in):
     log_out(client)
     assert log_in(client, default, "zoe@contoso.example").status_code == 400
     assert log_in(client, default, "zoe@contoso.example", "New-pass-1").status_code == 302
+
+
+def page_version(page: str) -> str:
+    """The version of the user a form was made from (its hidden field)."""
+    return html.unescape(re.search(r'name="version" value="([^"]*)"', page).group(1))
+
+
+def edit_own_profile(client, **fields):
+    """Post the My account profile form as the page has it, with ``fields`` changed."""
+    page = client.get("/account").text
+    inputs = re.findall(r'<input id="\w+" name="(\w+)" type="\w+" value="([^"]*)"', page)
+    form = {name: html.unescape(value) for name, value in inputs}
+    token = csrf_token(client, "/account")
+    data = {**form, **fields, "version": page_version(page), "csrf_token": token}
+    return client.post("/account/profile", data=data)
+
+
+@pytest.fixture
+def ana_signed_in(signed_in):
+    """Ana (who has a manager and an object ID) signed in, in a directory with My Account on."""
+    _client, store, default, people = signed_in
+    store.update_directory(default["id"], {"my_account": True}, "t")
+    ana = people["ana"]
+    store.update_user(default["id"], ana["id"], lambda r: {**r, "externalId": "entra-7"}, "t")
+    client = signed_in[0].application.test_client()
+    assert log_in(client, default, "ana@contoso.example").status_code == 302
+    return client, store, default, people
+
+
+def test_my_account_edits_own_profile_when_the_directory_allows(ana_signed_in):
+    client, store, default, people = ana_signed_in
+    page = client.get("/account").text
+    assert "Edit your profile" in page and 'action="/account/profile"' in page
+    assert 'name="mail"' in page and 'name="department"' in page
+    for read_only in ("userPrincipalName", "manager", "objectId"):
+        assert f'name="{read_only}"' not in page
+
+    response = edit_own_profile(
+        client, jobTitle="Staff Engineer", mail="ana@lima.example", mobile="+351 91 000 0000"
+    )
+    assert response.status_code == 302 and response.headers["Location"] == "/account"
+    assert "Your profile was saved." in client.get("/account").text
+    saved = store.get_user(default["id"], people["ana"]["id"])
+    assert saved["title"] == "Staff Engineer"
+    assert saved["emails"] == [{"type": "work", "value": "ana@lima.example"}]
+    assert {"type": "mobile", "value": "+351 91 000 0000"} in saved["phoneNumbers"]
+    assert saved[ENTERPRISE_USER_URN]["department"] == "Platform Engineering"  # kept
+    newest = store.audit_page(default["id"], 1, 1)[1][0]
+    assert (newest["actor"], newest["action"], newest["target"]) == (
+        "ana@contoso.example",
+        "user.update",
+        people["ana"]["id"],
+    )
+
+
+def test_my_account_shows_the_rule_next_to_the_field_and_stores_nothing(ana_signed_in):
+    client, store, default, people = ana_signed_in
+    before = store.get_user(default["id"], people["ana"]["id"])
+    response = edit_own_profile(client, mail="not-an-email", jobTitle="Changed")
+    assert response.status_code == 400
+    error = re.search(r'<p id="mail-error" class="field-error">([^<]*)</p>', response.text)
+    assert error and error.group(1).startswith("Mail:")
+    assert 'id="mail" name="mail" type="email" value="not-an-email" aria-invalid="true"' in (
+        response.text
+    )
+    assert store.get_user(default["id"], people["ana"]["id"]) == before
+
+
+def test_my_account_cannot_change_user_name_manager_or_object_id(ana_signed_in):
+    client, store, default, people = ana_signed_in
+    response = edit_own_profile(
+        client,
+        userPrincipalName="boss@contoso.example",
+        manager="",
+        objectId="forged",
+        displayName="Ana L.",
+    )
+    assert response.status_code == 302
+    saved = store.get_user(default["id"], people["ana"]["id"])
+    assert saved["displayName"] == "Ana L."
+    assert saved["userName"] == "ana@contoso.example"
+    assert saved[ENTERPRISE_USER_URN]["manager"]["value"] == people["boss"]["id"]
+    assert saved["externalId"] == "entra-7"
+
+
+def test_my_account_edits_are_refused_when_the_setting_is_off(signed_in):
+    client, store, default, people = signed_in
+    assert store.get_directory(default["id"]).get("my_account") is not True
+    page = client.get("/account").text
+    assert "Edit your profile" not in page and 'action="/account/profile"' not in page
+    before = store.get_user(default["id"], people["boss"]["id"])
+    form = {"csrf_token": csrf_token(client, "/account"), "displayName": "Changed"}
+    assert client.post("/account/profile", data=form).status_code == 403
+    assert store.get_user(default["id"], people["boss"]["id"]) == before
+
+
+def test_my_account_edits_need_a_csrf_token(ana_signed_in):
+    client, store, default, people = ana_signed_in
+    before = store.get_user(default["id"], people["ana"]["id"])
+    assert client.post("/account/profile", data={"displayName": "X"}).status_code == 400
+    form = {"displayName": "X", "csrf_token": "forged"}
+    assert client.post("/account/profile", data=form).status_code == 400
+    assert store.get_user(default["id"], people["ana"]["id"]) == before
+
+
+def test_a_stale_my_account_form_is_refused_and_shown_again(ana_signed_in):
+    client, store, default, people = ana_signed_in
+    version = page_version(client.get("/account").text)
+    ana_id = people["ana"]["id"]
+    store.update_user(default["id"], ana_id, lambda r: {**r, "title": "By Entra"}, "Entra")
+    form = {"csrf_token": csrf_token(client, "/account"), "version": version, "jobTitle": "Me"}
+    response = client.post("/account/profile", data={**form, "displayName": "Ana"})
+    assert response.status_code == 400 and "was changed (perhaps by Entra ID)" in response.text
+    assert store.get_user(default["id"], ana_id)["title"] == "By Entra"
 
 
 def test_a_plain_user_is_refused_the_admin_pages_and_sees_no_admin_link(signed_in):
