@@ -30,11 +30,13 @@ from werkzeug.datastructures import MultiDict
 
 import auth
 import scim
+import signin
 from store import (
     AUTH_METHODS,
     DIRECTORY_DESCRIPTION_MAX,
     DIRECTORY_NAME_MAX,
     KEY_NAME_MAX,
+    SIGN_IN_FIELDS,
     InvalidValueError,
     NotFoundError,
     Store,
@@ -50,12 +52,20 @@ AUTH_METHOD_LABELS = {
     "none": "None (nobody signs in)",
     "local": "Local accounts",
     "microsoft": "Microsoft accounts",
+    "oidc": "OpenID Connect",
 }
 FIELD_LABELS = {
     "name": "Name",
     "description": "Description",
     "auth_method": "Authentication method",
     "my_account": "My Account",
+    "microsoft_tenant": "Entra tenant",
+    "microsoft_client_id": "Application (client) ID",
+    "microsoft_client_secret": "Client secret",
+    "oidc_configuration_url": "Configuration URL",
+    "oidc_client_id": "Client ID",
+    "oidc_client_secret": "Client secret",
+    "oidc_logout_url": "Logout URL",
 }
 
 
@@ -106,13 +116,28 @@ def index() -> str:
     )
 
 
-def directory_settings(form: MultiDict) -> dict[str, Any]:
-    return {
+def directory_settings(form: MultiDict, directory: dict | None) -> dict[str, Any]:
+    """The form's settings; for an OpenID Connect method also its provider settings, the
+    client secret encrypted, or the saved one kept when the field is left empty."""
+    settings: dict[str, Any] = {
         "name": form.get("name", "").strip(),
         "description": form.get("description", "").strip(),
         "auth_method": form.get("auth_method", ""),
         "my_account": form.get("my_account") == "on",
     }
+    method = settings["auth_method"]
+    if method in SIGN_IN_FIELDS:
+        provider = {f: form.get(f"{method}_{f}", "").strip() for f in SIGN_IN_FIELDS[method]}
+        if provider["client_secret"]:
+            provider["client_secret"] = signin.encrypt_client_secret(
+                current_app.config["SECRET_KEY"], provider["client_secret"]
+            )
+        else:
+            provider["client_secret"] = ((directory or {}).get(method) or {}).get(
+                "client_secret", ""
+            )
+        settings[method] = provider
+    return settings
 
 
 def labelled(problems: dict[str, str]) -> dict[str, str]:
@@ -136,7 +161,7 @@ def settings_problems(settings: dict[str, Any], directory_id: str | None) -> dic
     if own and settings["auth_method"] == "none":
         problems["auth_method"] = (
             "Authentication method: your own account is in this directory, so it must allow "
-            "sign-in (local accounts or Microsoft accounts)"
+            "sign-in (local accounts, Microsoft accounts or OpenID Connect)"
         )
     return problems
 
@@ -152,6 +177,7 @@ def directory_form(directory: dict | None, settings: dict, problems: dict, statu
         settings=settings,
         problems=problems,
         auth_methods=AUTH_METHODS,
+        redirect_uri=signin.callback_url(),
         name_max=DIRECTORY_NAME_MAX,
         description_max=DIRECTORY_DESCRIPTION_MAX,
     )
@@ -164,7 +190,7 @@ def create_directory() -> Any:
     if request.method == "GET":
         blank = {"name": "", "description": "", "auth_method": "none", "my_account": False}
         return directory_form(None, blank, {})
-    settings = directory_settings(request.form)
+    settings = directory_settings(request.form, None)
     problems = settings_problems(settings, None)
     if not problems:
         try:
@@ -186,7 +212,7 @@ def edit_directory(directory_id: str) -> Any:
     if request.method == "GET":
         settings = {**directory, "my_account": directory.get("my_account") is True}
         return directory_form(directory, settings, {})
-    settings = directory_settings(request.form)
+    settings = directory_settings(request.form, directory)
     problems = settings_problems(settings, directory_id)
     if not problems:
         try:

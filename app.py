@@ -33,6 +33,7 @@ import admin_users
 import auth
 import pages
 import scim
+import signin
 from store import (
     DEFAULT_DIRECTORY,
     DataFolderBusy,
@@ -56,6 +57,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         DATA_DIR=os.environ.get("ROSTER_DATA_DIR", os.path.join(os.getcwd(), "data")),
         PUBLIC_URL=public_url,
+        MICROSOFT_AUTHORITY=os.environ.get(
+            "ROSTER_MICROSOFT_AUTHORITY", signin.DEFAULT_MICROSOFT_AUTHORITY
+        ).rstrip("/"),
         MAX_CONTENT_LENGTH=1024 * 1024,
         JSON_SORT_KEYS=False,
         SESSION_COOKIE_HTTPONLY=True,
@@ -87,6 +91,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(scim.bp)  # bearer tokens, not cookies: no cross-site request to forge
     scim.init_app(app)
     pages.init_app(app)
+    signin.init_app(app)
     app.after_request(add_security_headers)
     admin.init_app(app)
     admin_users.init_app(app)
@@ -116,7 +121,13 @@ SECURITY_HEADERS = {
 
 
 def add_security_headers(response: Response) -> Response:
+    """The headers above; a page whose form leads to an identity provider (the login page)
+    names the provider's origin in ``g.form_action_origins``, since browsers hold the
+    redirect after a form submission to ``form-action`` as well."""
     for name, value in SECURITY_HEADERS.items():
+        if name == "Content-Security-Policy" and g.get("form_action_origins"):
+            allowed = " ".join(["'self'", *g.form_action_origins])
+            value = value.replace("form-action 'self'", f"form-action {allowed}")
         response.headers.setdefault(name, value)
     return response
 
@@ -245,6 +256,8 @@ def configure_request_log(app: Flask) -> None:
         # A route with a secret in its path (the setup link) is logged without it.
         secret_in_path = request.view_args is not None and "token" in request.view_args
         target = request.url_rule.rule.replace("<token>", "[token]") if secret_in_path else None
+        if request.path == signin.CALLBACK_PATH:  # the query carries an authorization code
+            target = signin.CALLBACK_PATH
         request_log.info(
             "%s %s %s %.1fms key=%s",
             request.method,

@@ -17,14 +17,17 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 
 import admin_users
 import auth
+import signin
 from schemas import CORE_USER_URN, load_user, mapped_attributes
 from scimlang import ScimError
 from store import (
@@ -131,7 +134,11 @@ def create_first_administrator(
 def login() -> Any:
     if auth.current_account() is not None:
         return redirect(url_for("pages.people"))
-    return login_page(request.args.get("directory"), request.args.get("next"))
+    return login_page(
+        request.args.get("directory"),
+        request.args.get("next"),
+        provider_logout=session.pop(signin.PROVIDER_LOGOUT, None),
+    )
 
 
 def login_page(
@@ -141,6 +148,7 @@ def login_page(
     error: str | None = None,
     status: int = 200,
     headers: dict | None = None,
+    provider_logout: dict | None = None,
 ) -> Any:
     """The directory picker: directories whose method is not "none"; the chosen one (or the
     only one) shows the form of its method."""
@@ -148,6 +156,9 @@ def login_page(
     chosen = next((d for d in directories if d["id"] == directory_id), None)
     if chosen is None and len(directories) == 1:
         chosen = directories[0]
+    origin = signin.form_action_origin(chosen) if chosen else None
+    if origin:
+        g.form_action_origins = [origin]
     page = render_template(
         "login.html",
         directories=directories,
@@ -155,6 +166,7 @@ def login_page(
         next_target=next_target or "",
         user_name=user_name,
         error=error,
+        provider_logout=provider_logout,
     )
     return page, status, headers or {}
 
@@ -182,7 +194,15 @@ def sign_in() -> Any:
 
 @bp.post("/logout")
 def logout() -> Response:
+    """Ends the session; for a directory that signs in with an OpenID Connect provider, the
+    login page then offers to sign out there too (the provider's session would otherwise sign
+    the next person at this computer straight back in)."""
+    account = auth.current_account()
+    directory = store().get_directory(account["directory_id"]) if account else None
     auth.end_session()
+    elsewhere = signin.provider_logout(directory)
+    if elsewhere:
+        session[signin.PROVIDER_LOGOUT] = elsewhere
     return redirect(url_for("pages.login"))
 
 

@@ -41,7 +41,17 @@ TEMP_PREFIX = ".roster-"
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
 TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
 DEFAULT_DIRECTORY = "Default"  # created on first start; the first administrator lives there
-AUTH_METHODS = ("none", "local", "microsoft")  # how a directory's people sign in to the pages
+AUTH_METHODS = ("none", "local", "microsoft", "oidc")  # how a directory's people sign in
+# The provider settings each OpenID Connect method keeps, under the directory's field of the
+# method's name; "client_secret" is stored encrypted (by signin.py, which holds the key).
+SIGN_IN_FIELDS = {
+    "microsoft": ("tenant", "client_id", "client_secret"),
+    "oidc": ("configuration_url", "client_id", "client_secret", "logout_url"),
+}
+SIGN_IN_OPTIONAL = ("logout_url",)
+SIGN_IN_VALUE_MAX = 2000
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")  # a tenant id, domain or alias
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 ROLES = ("administrator", "user")  # a user record without a role is a "user"
 DIRECTORY_NAME_MAX = 100  # the hosted product's limits
 DIRECTORY_DESCRIPTION_MAX = 250
@@ -427,7 +437,8 @@ def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:
 
 def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
     """The settings a directory may change, each checked against its rule."""
-    unknown = sorted(set(updates) - {"name", "description", "auth_method", "my_account"})
+    settable = {"name", "description", "auth_method", "my_account", *SIGN_IN_FIELDS}
+    unknown = sorted(set(updates) - settable)
     if unknown:
         raise InvalidValueError(f"{', '.join(unknown)}: not a directory setting")
     checked = dict(updates)
@@ -443,7 +454,46 @@ def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
         raise InvalidValueError(f"auth_method: one of {', '.join(AUTH_METHODS)}")
     if "my_account" in checked and not isinstance(checked["my_account"], bool):
         raise InvalidValueError("my_account: true or false")
+    for method in SIGN_IN_FIELDS:
+        if method in checked:
+            problems = sign_in_problems(method, checked[method])
+            if problems:
+                field, message = next(iter(problems.items()))
+                raise InvalidValueError(f"{method}_{field}: {message}")
+            checked[method] = {k: v.strip() for k, v in checked[method].items() if v.strip()}
     return checked
+
+
+def sign_in_problems(method: str, settings: Any) -> dict[str, str]:
+    """What is wrong with an OpenID Connect method's provider settings, by field (without the
+    method's prefix); the form shows each next to its field."""
+    if not isinstance(settings, dict) or not all(isinstance(v, str) for v in settings.values()):
+        return {"settings": "an object of strings"}
+    fields = SIGN_IN_FIELDS[method]
+    problems = {name: "not a setting of this method" for name in settings if name not in fields}
+    for name in fields:
+        value = settings.get(name, "").strip()
+        if not value:
+            if name not in SIGN_IN_OPTIONAL:
+                problems[name] = "required"
+        elif len(value) > SIGN_IN_VALUE_MAX or any(c.isspace() for c in value):
+            problems[name] = f"at most {SIGN_IN_VALUE_MAX} characters, without spaces"
+        elif name == "tenant" and not TENANT_PATTERN.fullmatch(value):
+            problems[name] = (
+                "a tenant id (a GUID), a domain such as contoso.onmicrosoft.com, or organizations"
+            )
+        elif name.endswith("_url") and not _is_provider_url(value):
+            problems[name] = "an https:// address (http:// only on this machine, for tests)"
+    return problems
+
+
+def _is_provider_url(url: str) -> bool:
+    """Provider endpoints carry tokens and secrets: TLS, except to a loopback address."""
+    if url.startswith("https://") and len(url) > len("https://"):
+        return True
+    host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
+    is_loopback = host.startswith("127.") or host in LOOPBACK_HOSTS
+    return url.startswith("http://") and is_loopback
 
 
 def directory_setting_problems(settings: dict[str, Any]) -> dict[str, str]:
@@ -451,6 +501,10 @@ def directory_setting_problems(settings: dict[str, Any]) -> dict[str, str]:
     (the store's verbs stop at the first)."""
     problems = {}
     for name, value in settings.items():
+        if name in SIGN_IN_FIELDS:
+            for field, message in sign_in_problems(name, value).items():
+                problems[f"{name}_{field}"] = f"{name}_{field}: {message}"
+            continue
         try:
             _checked_directory_updates({name: value})
         except InvalidValueError as error:
@@ -834,14 +888,17 @@ class Store:
         auth_method: str = "none",
         actor: str = SYSTEM_ACTOR,
         my_account: bool = False,
+        **sign_in: dict[str, str],
     ) -> dict:
-        """A new directory, under the rules of :meth:`update_directory`."""
+        """A new directory, under the rules of :meth:`update_directory`; ``sign_in`` holds the
+        provider settings by method (``microsoft=...``, ``oidc=...``)."""
         checked = _checked_directory_updates(
             {
                 "name": name,
                 "description": description,
                 "auth_method": auth_method,
                 "my_account": my_account,
+                **sign_in,
             }
         )
         with self._writing() as changes:
@@ -875,8 +932,10 @@ class Store:
 
     def update_directory(self, directory_id: str, updates: dict[str, Any], actor: str) -> dict:
         """Change a directory's settings: ``name`` (1-100 characters, unique ignoring case),
-        ``description`` (at most 250), ``auth_method`` (one of :data:`AUTH_METHODS`) and
-        ``my_account`` (whether its users may edit their own profile; absent means no)."""
+        ``description`` (at most 250), ``auth_method`` (one of :data:`AUTH_METHODS`),
+        ``my_account`` (whether its users may edit their own profile; absent means no) and the
+        provider settings of ``microsoft`` and ``oidc`` (:data:`SIGN_IN_FIELDS`), each kept
+        while another method is chosen, so switching back does not lose the secret."""
         checked = _checked_directory_updates(updates)
         with self._writing() as changes:
             directory = self._tables["directories"].get(directory_id)
@@ -889,6 +948,17 @@ class Store:
             changes[("directories", directory_id)] = {**directory, **checked}
             self._audit(changes, directory_id, actor, "directory.update", directory_id)
         return copy_json(changes[("directories", directory_id)])
+
+    def set_sign_in(
+        self, directory_id: str, method: str, settings: dict[str, str] | None, actor: str
+    ) -> dict:
+        """Switch a directory's sign-in to ``method`` and, for an OpenID Connect method, store
+        its provider settings (the ``client_secret`` already encrypted by the caller), in one
+        write."""
+        updates: dict[str, Any] = {"auth_method": method}
+        if method in SIGN_IN_FIELDS:
+            updates[method] = settings or {}
+        return self.update_directory(directory_id, updates, actor)
 
     def delete_directory(self, directory_id: str, actor: str) -> int:
         """Delete a directory with its users, groups and keys; returns how many users went.
@@ -1168,7 +1238,7 @@ class Store:
 
     # -- accounts: sign-in data beside the SCIM resource ---------------------------------------
     #
-    # ``role`` and ``password_hash`` are top-level fields of the user record, never inside
+    # ``role``, ``password_hash`` and ``oid`` are top-level fields of the user record, never inside
     # ``resource``, so SCIM neither shows nor replaces them: a PUT or PATCH builds a new
     # resource and the record keeps its other fields.
 
@@ -1212,6 +1282,31 @@ class Store:
                 updated["password_hash"] = password_hash
             changes[("users", user_id)] = updated
             self._audit(changes, directory_id, actor, "user.password", user_id)
+
+    def record_oid(self, directory_id: str, user_id: str, oid: str, actor: str) -> None:
+        """Pin the user to the provider's object id of their first OpenID Connect sign-in.
+
+        ``preferred_username`` and ``email`` are not stable across tenants (the "nOAuth"
+        takeover); the oid is, so a later sign-in with another oid is refused. Refused here
+        too (:class:`InvalidValueError`) when another oid is already recorded, checked under
+        the lock, so two first sign-ins at once cannot both pin.
+        """
+        with self._writing() as changes:
+            record = self._user_record(directory_id, user_id)
+            if record is None:
+                raise NotFoundError(user_id)
+            if record.get("oid") == oid:
+                return
+            if record.get("oid") is not None:
+                raise InvalidValueError("oid: another account is already recorded for this user")
+            changes[("users", user_id)] = {**record, "oid": oid}
+            self._audit(changes, directory_id, actor, "user.oid", user_id)
+
+    def oid_of(self, directory_id: str, user_id: str) -> str | None:
+        """The provider object id recorded at the user's first OpenID Connect sign-in."""
+        with self._reading():
+            record = self._user_record(directory_id, user_id)
+            return record.get("oid") if record else None
 
     def set_role(self, directory_id: str, user_id: str, role: str, actor: str) -> None:
         """Make a user an administrator or a plain user. The last administrator stays one, so
@@ -1595,14 +1690,10 @@ class Store:
             self._audit(changes, directory_id, actor, action, target)
 
     def list_audit(self, directory_id: str | None = None) -> list[dict]:
-        """Newest first."""
+        """Newest first; entries written in the same millisecond, the later write first."""
         with self._reading():
-            entries = [
-                e
-                for e in self._tables["audit"].values()
-                if directory_id is None or e["directory_id"] == directory_id
-            ]
-            return sorted(copy_json(entries), key=lambda e: e["time"], reverse=True)
+            total = len(self._tables["audit"])
+        return self.audit_page(directory_id, 1, total)[1]
 
     def audit_page(
         self, directory_id: str | None, start_index: int, count: int

@@ -194,7 +194,7 @@ def test_editing_a_directory(site):
     directory = fabrikam(site)
     path = f"/admin/directories/{directory['id']}"
     page = site.admin.get(path).text
-    assert 'value="Fabrikam"' in page and "configured in the next version" in page
+    assert 'value="Fabrikam"' in page and "/login/oidc/callback" in page
 
     taken = post(site.admin, path, name="default", description="", auth_method="local")
     assert taken.status_code == 400
@@ -204,9 +204,25 @@ def test_editing_a_directory(site):
     assert site.store.get_directory(directory["id"]) == directory
 
     form = {"name": "Fabrikam Ltd", "description": "All of it", "auth_method": "microsoft"}
+    unconfigured = post(site.admin, path, **form)
+    assert field_error(unconfigured.text) == [
+        "Entra tenant: required",
+        "Application (client) ID: required",
+        "Client secret: required",
+    ]
+    form |= {
+        "microsoft_tenant": "contoso.onmicrosoft.com",
+        "microsoft_client_id": "11111111-2222-3333-4444-555555555555",
+        "microsoft_client_secret": "s3cret~value",
+    }
     response = post(site.admin, path, **form, my_account="on")
     assert response.status_code == 302
     saved = site.store.get_directory(directory["id"])
+    encrypted = saved["microsoft"]["client_secret"]
+    assert "s3cret" not in encrypted and saved["microsoft"]["tenant"] == "contoso.onmicrosoft.com"
+    page = site.admin.get(path).text
+    assert "s3cret" not in page and encrypted not in page and "A secret is saved" in page
+    form["microsoft_client_secret"] = ""  # left empty: the saved secret stays
     assert (saved["name"], saved["description"], saved["auth_method"], saved["my_account"]) == (
         "Fabrikam Ltd",
         "All of it",
