@@ -30,7 +30,6 @@ from werkzeug.datastructures import MultiDict
 
 import auth
 import scim
-import signin
 from store import (
     AUTH_METHODS,
     DIRECTORY_DESCRIPTION_MAX,
@@ -129,7 +128,7 @@ def directory_settings(form: MultiDict, directory: dict | None) -> dict[str, Any
     if method in SIGN_IN_FIELDS:
         provider = {f: form.get(f"{method}_{f}", "").strip() for f in SIGN_IN_FIELDS[method]}
         if provider["client_secret"]:
-            provider["client_secret"] = signin.encrypt_client_secret(
+            provider["client_secret"] = auth.encrypt_client_secret(
                 current_app.config["SECRET_KEY"], provider["client_secret"]
             )
         else:
@@ -177,7 +176,7 @@ def directory_form(directory: dict | None, settings: dict, problems: dict, statu
         settings=settings,
         problems=problems,
         auth_methods=AUTH_METHODS,
-        redirect_uri=signin.callback_url(),
+        redirect_uri=auth.callback_url(),
         name_max=DIRECTORY_NAME_MAX,
         description_max=DIRECTORY_DESCRIPTION_MAX,
     )

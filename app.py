@@ -33,7 +33,6 @@ import admin_users
 import auth
 import pages
 import scim
-import signin
 from store import (
     DEFAULT_DIRECTORY,
     DataFolderBusy,
@@ -58,7 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         DATA_DIR=os.environ.get("ROSTER_DATA_DIR", os.path.join(os.getcwd(), "data")),
         PUBLIC_URL=public_url,
         MICROSOFT_AUTHORITY=os.environ.get(
-            "ROSTER_MICROSOFT_AUTHORITY", signin.DEFAULT_MICROSOFT_AUTHORITY
+            "ROSTER_MICROSOFT_AUTHORITY", auth.DEFAULT_MICROSOFT_AUTHORITY
         ).rstrip("/"),
         MAX_CONTENT_LENGTH=1024 * 1024,
         JSON_SORT_KEYS=False,
@@ -91,7 +90,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(scim.bp)  # bearer tokens, not cookies: no cross-site request to forge
     scim.init_app(app)
     pages.init_app(app)
-    signin.init_app(app)
+    auth.init_app(app)
     app.after_request(add_security_headers)
     admin.init_app(app)
     admin_users.init_app(app)
@@ -256,8 +255,8 @@ def configure_request_log(app: Flask) -> None:
         # A route with a secret in its path (the setup link) is logged without it.
         secret_in_path = request.view_args is not None and "token" in request.view_args
         target = request.url_rule.rule.replace("<token>", "[token]") if secret_in_path else None
-        if request.path == signin.CALLBACK_PATH:  # the query carries an authorization code
-            target = signin.CALLBACK_PATH
+        if request.path == auth.CALLBACK_PATH:  # the query carries an authorization code
+            target = auth.CALLBACK_PATH
         request_log.info(
             "%s %s %s %.1fms key=%s",
             request.method,

@@ -27,7 +27,6 @@ from flask import (
 
 import admin_users
 import auth
-import signin
 from schemas import CORE_USER_URN, load_user, mapped_attributes
 from scimlang import ScimError
 from store import (
@@ -137,7 +136,7 @@ def login() -> Any:
     return login_page(
         request.args.get("directory"),
         request.args.get("next"),
-        provider_logout=session.pop(signin.PROVIDER_LOGOUT, None),
+        provider_logout=session.pop(auth.PROVIDER_LOGOUT, None),
     )
 
 
@@ -156,7 +155,7 @@ def login_page(
     chosen = next((d for d in directories if d["id"] == directory_id), None)
     if chosen is None and len(directories) == 1:
         chosen = directories[0]
-    origin = signin.form_action_origin(chosen) if chosen else None
+    origin = auth.form_action_origin(chosen) if chosen else None
     if origin:
         g.form_action_origins = [origin]
     page = render_template(
@@ -200,9 +199,9 @@ def logout() -> Response:
     account = auth.current_account()
     directory = store().get_directory(account["directory_id"]) if account else None
     auth.end_session()
-    elsewhere = signin.provider_logout(directory)
+    elsewhere = auth.provider_logout(directory)
     if elsewhere:
-        session[signin.PROVIDER_LOGOUT] = elsewhere
+        session[auth.PROVIDER_LOGOUT] = elsewhere
     return redirect(url_for("pages.login"))
 
 

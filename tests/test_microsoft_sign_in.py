@@ -70,11 +70,11 @@ def user_resource(user_name: str, display_name: str, active: bool = True) -> dic
 
 
 def encrypted(app: Flask, secret: str) -> str:
-    """The client secret as the app stores it (signin.py holds the key)."""
-    import signin
+    """The client secret as the app stores it (auth.py holds the key)."""
+    import auth
 
     with app.app_context():
-        return signin.encrypt_secret(secret)
+        return auth.encrypt_secret(secret)
 
 
 def configure_microsoft(app: Flask, directory_id: str, tenant: str, provider: OidcProvider):

@@ -1,4 +1,4 @@
-"""The id_token checks of signin.py, run through Authlib's own claims classes (no provider).
+"""The id_token checks of auth.py, run through Authlib's own claims classes (no provider).
 
 Each case builds the options anew, as the callback does, and validates a claim set the way
 ``authorize_access_token`` would (``CodeIDToken`` with the nonce and client id as params).
@@ -13,7 +13,7 @@ from authlib.oidc.core import CodeIDToken
 from cryptography.fernet import InvalidToken
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, MissingClaimError
 
-import signin
+import auth
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OTHER_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
@@ -49,11 +49,11 @@ def validate(token: dict, tenant: str = TENANT, issuer: str | None = None, metho
     if method == "oidc":
         settings = {"configuration_url": "https://idp.example/.well-known/openid-configuration"}
         settings |= {"client_id": CLIENT_ID, "client_secret": "x"}
-    options = signin.id_token_claims_options(method, settings, issuer or issuer_of(TENANT))
+    options = auth.id_token_claims_options(method, settings, issuer or issuer_of(TENANT))
     id_token = CodeIDToken(
         token, {"alg": "RS256"}, options, {"nonce": NONCE, "client_id": CLIENT_ID}
     )
-    id_token.validate(leeway=signin.LEEWAY_SECONDS)
+    id_token.validate(leeway=auth.LEEWAY_SECONDS)
 
 
 def test_a_token_of_the_configured_tenant_passes():
@@ -88,8 +88,8 @@ def test_a_configured_tenant_id_pins_tid():
 
 
 def test_a_configured_domain_pins_the_tenant_its_discovery_document_names():
-    assert signin.pinned_tenant_id("contoso.onmicrosoft.com", issuer_of(TENANT)) == TENANT
-    assert signin.pinned_tenant_id("organizations", TEMPLATE) is None
+    assert auth.pinned_tenant_id("contoso.onmicrosoft.com", issuer_of(TENANT)) == TENANT
+    assert auth.pinned_tenant_id("organizations", TEMPLATE) is None
     other = claims(iss=issuer_of(TENANT), tid=OTHER_TENANT)
     with pytest.raises(InvalidClaimError) as refused:
         validate(other, tenant="contoso.onmicrosoft.com")
@@ -134,8 +134,8 @@ def test_options_are_fresh_for_every_sign_in():
     """Authlib pops ``validate`` from the options it gets, so reused options would stop
     checking the issuer after the first sign-in; each call must hand out new ones."""
     settings = {"tenant": "organizations", "client_id": CLIENT_ID, "client_secret": "x"}
-    first = signin.id_token_claims_options("microsoft", settings, TEMPLATE)
-    second = signin.id_token_claims_options("microsoft", settings, TEMPLATE)
+    first = auth.id_token_claims_options("microsoft", settings, TEMPLATE)
+    second = auth.id_token_claims_options("microsoft", settings, TEMPLATE)
     assert first["iss"] is not second["iss"]
     validate(claims(), tenant="organizations", issuer=TEMPLATE)
     with pytest.raises(InvalidClaimError):  # a second sign-in is checked as the first was
@@ -143,15 +143,15 @@ def test_options_are_fresh_for_every_sign_in():
 
 
 def test_the_user_name_comes_from_preferred_username_then_upn_then_email():
-    assert signin.claimed_user_name({"preferred_username": "a@x", "upn": "b@x"}) == "a@x"
-    assert signin.claimed_user_name({"upn": "b@x", "email": "c@x"}) == "b@x"
-    assert signin.claimed_user_name({"email": " c@x "}) == "c@x"
-    assert signin.claimed_user_name({"name": "Ana"}) is None
+    assert auth.claimed_user_name({"preferred_username": "a@x", "upn": "b@x"}) == "a@x"
+    assert auth.claimed_user_name({"upn": "b@x", "email": "c@x"}) == "b@x"
+    assert auth.claimed_user_name({"email": " c@x "}) == "c@x"
+    assert auth.claimed_user_name({"name": "Ana"}) is None
 
 
 def test_the_client_secret_is_encrypted_with_a_key_from_secret_key():
-    encrypted = signin.encrypt_client_secret("key one", "s3cret")
+    encrypted = auth.encrypt_client_secret("key one", "s3cret")
     assert "s3cret" not in encrypted
-    assert signin.decrypt_client_secret("key one", encrypted) == "s3cret"
+    assert auth.decrypt_client_secret("key one", encrypted) == "s3cret"
     with pytest.raises(InvalidToken):
-        signin.decrypt_client_secret("key two", encrypted)
+        auth.decrypt_client_secret("key two", encrypted)
