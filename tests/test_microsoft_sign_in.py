@@ -533,3 +533,60 @@ def test_real_browser_signs_in_with_microsoft(tmp_path, provider: OidcProvider) 
         server.stop()
     print(f"\n[microsoft sign-in] screenshots: {shots}")
     assert (shots / "3-signed-in.png").exists()
+
+
+# -- the generic OpenID Connect method, and signing out -----------------------------------------
+
+
+def configure_oidc(roster: Roster) -> None:
+    """The directory switched to method "oidc", discovered at a fixed tenant's URL (so the
+    issuer in the provider's metadata is concrete, not the ``{tenantid}`` template)."""
+    client_id, secret = client_of(roster.provider)
+    settings = {
+        "configuration_url": roster.provider.discovery_url(roster.provider.tenant_id),
+        "client_id": client_id,
+        "client_secret": encrypted(roster.app, secret),
+    }
+    roster.store.set_sign_in(roster.directory_id, "oidc", settings, ACTOR)
+
+
+def test_oidc_method_signs_in_and_checks_the_audience(roster: Roster) -> None:
+    configure_oidc(roster)
+    discovery = requests.get(
+        roster.provider.discovery_url(roster.provider.tenant_id), timeout=30
+    ).json()
+    assert discovery["issuer"] == roster.provider.issuer_for(roster.provider.tenant_id)
+    client = roster.client()
+    response = sign_in(client, roster)
+    assert response.status_code in (302, 303), response.get_data(as_text=True)
+    assert_signed_in(client)
+
+    _wrong_audience(roster.provider)
+    second = roster.client()
+    assert_refused(roster, second, sign_in(second, roster), r"sign[- ]in|token|tenant")
+    assert roster.provider.id_tokens[-1]["aud"] != client_of(roster.provider)[0]
+
+
+def test_logout_offers_to_sign_out_of_the_provider_too(roster: Roster) -> None:
+    client = roster.client()
+    assert sign_in(client, roster).status_code in (302, 303)
+    assert_signed_in(client)
+    page = client.get("/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token, page
+    response = client.post("/logout", data={"csrf_token": token.group(1)})
+    assert response.status_code in (302, 303), response.get_data(as_text=True)
+    assert urlsplit(response.headers["Location"]).path == "/login"
+
+    login = client.get(response.headers["Location"])
+    assert login.status_code == 200
+    discovery = requests.get(
+        roster.provider.discovery_url(roster.provider.tenant_id), timeout=30
+    ).json()
+    end_session = discovery["end_session_endpoint"]
+    hrefs = [
+        href.replace("&amp;", "&")
+        for href in re.findall(r'<a href="([^"]+)"', login.get_data(as_text=True))
+    ]
+    assert any(href.startswith(end_session) for href in hrefs), hrefs
+    assert_no_session(client)
