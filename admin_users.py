@@ -37,6 +37,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.utils import secure_filename
 
 import auth
+from admin import actor, directory_or_404, store
 from schemas import (
     CORE_USER_URN,
     MAPPING_TABLE,
@@ -54,7 +55,6 @@ from store import (
     InvalidValueError,
     NotFoundError,
     PreconditionFailed,
-    Store,
     StoreClosed,
     UniquenessError,
     new_id,
@@ -82,21 +82,6 @@ LABELS = {entra: label for entra, (label, _path) in FIELDS.items()}
 COLUMN_NAMES = {entra: entra for entra in CSV_COLUMNS}
 NEW_USER = {"schemas": [CORE_USER_URN], "active": True}
 FIELD_TYPES = {"mail": "email", "telephoneNumber": "tel", "mobile": "tel"}
-
-
-def store() -> Store:
-    return current_app.extensions["roster.store"]
-
-
-def actor() -> str:
-    return auth.actor_of(auth.current_account())
-
-
-def directory_or_404(directory_id: str) -> dict:
-    directory = store().get_directory(directory_id)
-    if directory is None:
-        abort(404)
-    return directory
 
 
 def user_or_404(directory_id: str, user_id: str) -> dict:
