@@ -1,7 +1,9 @@
 """Roster's persistence: the only module that touches TinyDB's files.
 
 The data folder holds a TinyDB JSON database (``roster.json``, tables ``directories``, ``users``,
-``groups``, ``keys``, ``audit``) and a journal of the changes made since it was written. Each
+``groups``, ``memberships`` (one document per group member), ``keys``, ``audit``, and
+``roster`` (the journal position the snapshot holds)) and a journal of the changes made since
+it was written. Each
 document carries the id the API hands out in its ``id`` field, under TinyDB's own document
 numbers, so a stock ``TinyDB(path)`` opens the file and
 ``table("users").get(where("id") == user_id)`` finds a user.
