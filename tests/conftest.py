@@ -16,6 +16,21 @@ from app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 
+CHROMIUM = "/usr/bin/chromium"
+# Chromium as this machine runs it: headless, no sandbox (root), and none of its background
+# connections, which the closed network refuses.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
 
 @pytest.fixture
 def app(tmp_path):

@@ -39,22 +39,7 @@ import auth
 from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, PATCH_OP_URN
 from store import DEFAULT_DIRECTORY, Store
 
-from .conftest import LiveServer
-
-CHROMIUM = "/usr/bin/chromium"
-# Chromium as this machine runs it: headless, no sandbox (root), and none of its background
-# connections, which the closed network refuses.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
+from .conftest import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS, LiveServer
 
 ADMIN_USER_NAME = "ada.admin@contoso.example"
 ADMIN_DISPLAY_NAME = "Ada Admin"

@@ -29,7 +29,7 @@ from app import create_app
 from schemas import CORE_USER_URN
 from store import DEFAULT_DIRECTORY, Store
 
-from .conftest import LiveServer
+from .conftest import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS, LiveServer
 from .oidc_provider import DROP, OidcProvider
 
 DIRECTORY_NAME = "Contoso"
@@ -441,19 +441,6 @@ def test_another_oid_for_the_same_user_is_refused(roster: Roster) -> None:
 
 
 # -- a real browser -----------------------------------------------------------------------------
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
 
 
 class MicrosoftServer(LiveServer):
