@@ -187,8 +187,9 @@ def group_with(scim, *user_names: str) -> tuple[dict, list[str]]:
 
 
 def patch_group(scim, group_id: str, *operations: dict) -> tuple[int, dict]:
+    """A group PATCH that asks for the members back (without ``attributes`` it answers 204)."""
     body = {"schemas": [PATCH_OP_URN], "Operations": list(operations)}
-    return send(scim, "PATCH", f"/v2/Groups/{group_id}", body)
+    return send(scim, "PATCH", f"/v2/Groups/{group_id}?attributes=members", body)
 
 
 def test_removing_members_with_an_empty_list_removes_nobody(scim):
