@@ -7,12 +7,15 @@ Every request carries a directory key; the key's directory is the whole world th
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -110,8 +113,39 @@ def store() -> Store:
     return current_app.extensions["roster.store"]
 
 
+class EncodedJSON:
+    """A value already encoded as JSON (a cached user), embedded in a body as it is."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _embed_orjson(value: Any) -> Any:
+    if isinstance(value, EncodedJSON):
+        return orjson.Fragment(value.data)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _embed_json(value: Any) -> Any:
+    if isinstance(value, EncodedJSON):
+        return json.loads(value.data)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def encode_json(body: Any) -> bytes:
+    """orjson encodes a user ten times faster than the json module, which matters for a page
+    of 100; json remains for what orjson refuses (an integer beyond 64 bits in an echoed
+    startIndex, say)."""
+    try:
+        return orjson.dumps(body, default=_embed_orjson)
+    except TypeError:
+        return json.dumps(body, default=_embed_json).encode()
+
+
 def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
-    response = Response(json.dumps(body), status=status, mimetype=SCIM_MEDIA_TYPE)
+    response = Response(encode_json(body), status=status, mimetype=SCIM_MEDIA_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -218,14 +252,18 @@ def user_location(user_id: str) -> str:
 
 def render_user(resource: dict) -> dict:
     """The stored user as the API shows it: meta.location, the groups they are a member of
-    (read-only, RFC 7643 §4.1.2), and the manager's $ref and name.
+    (read-only, RFC 7643 §4.1.2), and the manager's $ref and name."""
+    [(groups, manager_name)] = store().groups_and_manager_names(g.directory_id, [resource])
+    return render_user_with(resource, groups, manager_name)
 
-    The manager is returned as the RFC 7643 §4.3 complex object, never a bare string (Entra
-    cannot read one); a manager who has since been deleted is left out.
-    """
+
+def render_user_with(
+    resource: dict, groups: list[tuple[str, str]], manager_name: str | None
+) -> dict:
+    """The manager is returned as the RFC 7643 §4.3 complex object, never a bare string (Entra
+    cannot read one); a manager who has since been deleted is left out."""
     rendered = dict(resource)
     rendered["meta"] = {**resource["meta"], "location": user_location(resource["id"])}
-    groups = store().groups_of_user(g.directory_id, resource["id"])
     if groups:
         rendered["groups"] = [
             {
@@ -239,7 +277,6 @@ def render_user(resource: dict) -> dict:
     enterprise = resource.get(ENTERPRISE_USER_URN)
     if enterprise and "manager" in enterprise:
         manager_id = enterprise["manager"]["value"]
-        manager_name = store().display_name_of(g.directory_id, manager_id)
         rendered_enterprise = {k: v for k, v in enterprise.items() if k != "manager"}
         if manager_name is not None:
             reference = {"value": manager_id, "$ref": user_location(manager_id)}
@@ -254,11 +291,75 @@ def render_user(resource: dict) -> dict:
     return rendered
 
 
+def shape_users(
+    resources: list[dict], attributes: list[str] | None = None, excluded: list[str] | None = None
+) -> list[dict | EncodedJSON]:
+    """Render and apply attributes/excludedAttributes (RFC 7644 §3.4.2.5); without either,
+    the cached encodings of the users' default renderings."""
+    if attributes or excluded:
+        return [project(render_user(r), USER_RESOURCE, attributes, excluded) for r in resources]
+    return [EncodedJSON(encoded) for encoded in default_user_json(resources)]
+
+
 def shape_user(
     resource: dict, attributes: list[str] | None = None, excluded: list[str] | None = None
-) -> dict:
-    """Render and apply attributes/excludedAttributes (RFC 7644 §3.4.2.5)."""
-    return project(render_user(resource), USER_RESOURCE, attributes, excluded)
+) -> dict | EncodedJSON:
+    return shape_users([resource], attributes, excluded)[0]
+
+
+def default_user_json(resources: list[dict]) -> list[bytes]:
+    """The users rendered with no attributes parameters and encoded: from the cache for each
+    user whose inputs (version, base URL, groups, manager's name) are those it was made from.
+
+    Everything a page shares (directory, base URL, cache) is looked up once per page, and the
+    store is asked once for every user's groups and manager's name.
+    """
+    base, cache = base_url(), rendered_users()
+    inputs = store().groups_and_manager_names(g.directory_id, resources)
+    encoded_users = []
+    for resource, (groups, manager_name) in zip(resources, inputs, strict=True):
+        key = (resource["meta"]["version"], base, manager_name, tuple(groups))
+        encoded = cache.get(resource["id"], key)
+        if encoded is None:
+            rendered = render_user_with(resource, groups, manager_name)
+            encoded = orjson.dumps(project(rendered, USER_RESOURCE, None, None))
+            cache.put(resource["id"], key, encoded)
+        encoded_users.append(encoded)
+    return encoded_users
+
+
+class RenderedUsers:
+    """Encoded default renderings of users, each with the inputs it was made from.
+
+    Rendering and encoding a user cost more than the rest of a request that lists 100 of them.
+    An entry is served only while its key (version, base URL, groups, manager's name) is the
+    one asked for, so a change anywhere shows at once; it is simply replaced. At most
+    ``limit`` entries are kept (about 1.5 KB each); past that the oldest tenth goes.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._entries: dict[str, tuple[tuple, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str, key: tuple) -> bytes | None:
+        entry = self._entries.get(user_id)
+        return entry[1] if entry is not None and entry[0] == key else None
+
+    def put(self, user_id: str, key: tuple, encoded: bytes) -> None:
+        with self._lock:
+            if len(self._entries) >= self.limit:
+                for old in list(itertools.islice(self._entries, self.limit // 10 or 1)):
+                    del self._entries[old]
+            self._entries[user_id] = (key, encoded)
+
+    def discard(self, user_id: str) -> None:
+        with self._lock:
+            self._entries.pop(user_id, None)
+
+
+def rendered_users() -> RenderedUsers:
+    return current_app.extensions["roster.rendered_users"]
 
 
 def user_response(resource: dict, status: int = 200) -> Response:
@@ -369,6 +470,7 @@ def patch_user_from(user_id: str, body: Any, expected: tuple[str, ...] | None) -
 
 def delete_user_by_id(user_id: str, expected: tuple[str, ...] | None) -> None:
     stored_change(lambda: store().delete_user(g.directory_id, user_id, g.actor, expected))
+    rendered_users().discard(user_id)
 
 
 @bp.post("/Users", strict_slashes=False)
@@ -453,7 +555,7 @@ def find_users(search: SearchRequest) -> tuple[int, list[dict]]:
         start_index=search.start_index,
         count=search.count,
     )
-    return total, [shape_user(r, search.attributes, search.excluded) for r in page]
+    return total, shape_users(page, search.attributes, search.excluded)
 
 
 def list_page(total: int, resources: list[dict], search: SearchRequest) -> Response:
@@ -992,6 +1094,7 @@ def get_resource_type(name: str) -> Response:
 def init_app(app: Flask) -> None:
     """Mount the API: blueprint, SCIM error bodies for every failure, case-insensitive paths."""
     app.register_blueprint(bp)
+    app.extensions["roster.rendered_users"] = RenderedUsers()
     app.register_error_handler(ScimError, handle_scim_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected_error)

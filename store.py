@@ -1470,12 +1470,30 @@ class Store:
     def groups_of_user(self, directory_id: str, user_id: str) -> list[tuple[str, str]]:
         """(group id, displayName) of each group the user is a direct member of."""
         with self._reading():
-            groups = self._tables["groups"]
-            return [
-                (group_id, groups[group_id]["resource"]["displayName"])
-                for group_id in self._groups.groups_of.get(user_id, {})
-                if groups[group_id]["directory_id"] == directory_id
-            ]
+            return self._groups_of(directory_id, user_id)
+
+    def _groups_of(self, directory_id: str, user_id: str) -> list[tuple[str, str]]:
+        groups = self._tables["groups"]
+        return [
+            (group_id, groups[group_id]["resource"]["displayName"])
+            for group_id in self._groups.groups_of.get(user_id, ())
+            if groups[group_id]["directory_id"] == directory_id
+        ]
+
+    def groups_and_manager_names(
+        self, directory_id: str, resources: list[dict]
+    ) -> list[tuple[list[tuple[str, str]], str | None]]:
+        """For each user: their groups (as :meth:`groups_of_user`) and their manager's
+        displayName (as :meth:`display_name_of`, None without a manager). One lock for a whole
+        page: what rendering a page of users reads besides the users themselves."""
+        found = []
+        with self._lock:
+            for resource in resources:
+                manager_id = manager_of(resource)
+                manager = self._user_record(directory_id, manager_id) if manager_id else None
+                manager_name = manager["resource"].get("displayName", "") if manager else None
+                found.append((self._groups_of(directory_id, resource["id"]), manager_name))
+        return found
 
     def search_groups(
         self,
