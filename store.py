@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from tinydb.storages import Storage
 
 from schemas import ENTERPRISE_USER_URN
@@ -106,8 +107,18 @@ def version_matches(version: str, expected: Versions) -> bool:
 def resource_version(resource: dict) -> str:
     """A weak ETag derived from the content, so it survives restarts (RFC 7644 §3.14)."""
     body = {k: v for k, v in resource.items() if k != "meta"}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+    digest = hashlib.sha256(compact_json(body, sort_keys=True)).hexdigest()[:20]
     return f'W/"{digest}"'
+
+
+def compact_json(value: Any, sort_keys: bool = False) -> bytes:
+    """JSON without spaces, by orjson (an order of magnitude faster than json for the
+    documents a write journals and hashes); json for what orjson refuses (integers beyond
+    64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":")).encode()
 
 
 class AtomicJSONStorage(Storage):
@@ -316,7 +327,7 @@ class _DataFolder:
         """
         if self._journal_fd is None:
             raise DataFolderBusy("this store is a read-only view: the data folder has an owner")
-        line = json.dumps({"seq": seq, "changes": changes}, separators=(",", ":")).encode() + b"\n"
+        line = compact_json({"seq": seq, "changes": changes}) + b"\n"
         try:
             written = os.write(self._journal_fd, line)
             if written != len(line):

@@ -20,6 +20,7 @@ from store import (
     Store,
     StoreClosed,
     UniquenessError,
+    compact_json,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -333,3 +334,26 @@ def test_a_closed_store_refuses_writes(tmp_path):
     store.close()
     with pytest.raises(StoreClosed):
         store.create_user(directory["id"], user("ana@contoso.example"), "t")
+
+
+def test_non_ascii_text_survives_the_journal_and_the_snapshot(tmp_path):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Zürich")
+    created = store.create_user(
+        directory["id"], user("zoë@contoso.example", title="Señora 😀"), "t"
+    )
+    store.close()  # compacts: the snapshot is written
+    reopened = Store(str(tmp_path))
+    reopened.create_user(directory["id"], user("łukasz@contoso.example"), "t")
+    reopened._folder.release()  # as a crash would: the last user lives only in the journal
+    restarted = Store(str(tmp_path))
+    assert restarted.get_user(directory["id"], created["id"])["title"] == "Señora 😀"
+    assert restarted.find_user_by_user_name(directory["id"], "ŁUKASZ@contoso.example")
+    restarted.close()
+    stored = TinyDB(str(tmp_path / DATABASE_FILE)).table("directories").all()
+    assert [d["name"] for d in stored] == ["Zürich"]
+
+
+def test_compact_json_falls_back_for_what_orjson_refuses():
+    assert compact_json({"n": 10**30, "b": [1]}) == b'{"n":1000000000000000000000000000000,"b":[1]}'
+    assert compact_json({"b": 1, "a": "é"}, sort_keys=True) == '{"a":"é","b":1}'.encode()
