@@ -147,7 +147,7 @@ def run_load(server: Server, token: str, items: Iterable, step: Step, clients: i
     source = iter(items)
     lock = threading.Lock()
     measurement = Measurement()
-    cpu_before = server.cpu_seconds()
+    cpu_before = server.cpu_sample()
     client_cpu_before = time.process_time()
     started = time.perf_counter()
     workers = [Client(server.url, token, started) for _ in range(clients)]
@@ -166,7 +166,7 @@ def run_load(server: Server, token: str, items: Iterable, step: Step, clients: i
     for thread in threads:
         thread.join()
     measurement.seconds = time.perf_counter() - started
-    measurement.cpu_seconds = server.cpu_seconds() - cpu_before
+    measurement.cpu_seconds = cpu_before.seconds_until(server.cpu_sample())
     measurement.client_cpu_seconds = time.process_time() - client_cpu_before
     for client in workers:
         measurement.absorb(client)

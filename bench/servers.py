@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -46,6 +48,29 @@ def create_key(data_dir: Path) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"key create failed: {result.stderr.strip()}")
     return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class CpuSample:
+    ticks_seconds: float
+    thread_nanoseconds: dict[str, int]
+
+    def seconds_until(self, later: CpuSample) -> float:
+        """CPU seconds between two samples: the per-thread nanosecond counts when they agree
+        with the clock-tick count (10 ms steps, too coarse for a phase of 10 requests) within
+        two ticks; the tick count otherwise, e.g. when a thread ended in between and took
+        its nanoseconds with it."""
+        by_ticks = later.ticks_seconds - self.ticks_seconds
+        if not self.thread_nanoseconds.keys() <= later.thread_nanoseconds.keys():
+            return by_ticks
+        precise = (
+            sum(
+                nanoseconds - self.thread_nanoseconds.get(thread, 0)
+                for thread, nanoseconds in later.thread_nanoseconds.items()
+            )
+            / 1e9
+        )
+        return precise if abs(precise - by_ticks) <= 2 / CLOCK_TICKS else by_ticks
 
 
 class Server:
@@ -112,6 +137,14 @@ class Server:
         stat = Path(f"/proc/{self.pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def cpu_sample(self) -> CpuSample:
+        """The process's CPU in clock ticks and, per live thread, in nanoseconds."""
+        threads = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with suppress(FileNotFoundError, ProcessLookupError):
+                threads[task.name] = int((task / "schedstat").read_text().split()[0])
+        return CpuSample(self.cpu_seconds(), threads)
 
     def rss_mib(self) -> float:
         """Resident memory (VmRSS) of the server process."""
