@@ -237,10 +237,26 @@ def request_object(what: str) -> dict:
 
 def base_url() -> str:
     """Where clients reach /v2: ROSTER_PUBLIC_URL when set (behind a proxy), else the request's."""
-    if "scim_base_url" not in g:
-        root = current_app.config.get("PUBLIC_URL") or request.url_root
-        g.scim_base_url = root.rstrip("/") + bp.url_prefix
-    return g.scim_base_url
+    public_url = current_app.config.get("PUBLIC_URL")
+    if public_url:
+        return public_url.rstrip("/") + bp.url_prefix
+    environ = request.environ
+    origin = (
+        environ["wsgi.url_scheme"],
+        environ.get("HTTP_HOST"),
+        environ.get("SERVER_NAME"),
+        environ.get("SERVER_PORT"),
+        environ.get("SCRIPT_NAME"),
+    )
+    base = _base_urls.get(origin)
+    if base is None:  # werkzeug's url_root decodes and re-encodes the host: worth caching
+        base = request.url_root.rstrip("/") + bp.url_prefix
+        if len(_base_urls) < 1000:  # the Host header is the client's: keep the cache small
+            _base_urls[origin] = base
+    return base
+
+
+_base_urls: dict[tuple, str] = {}
 
 
 # -- users --------------------------------------------------------------------------------------
@@ -622,7 +638,7 @@ def get_user(user_id: str) -> Response:
 
 
 def existing_user(user_id: str) -> dict:
-    resource = store().get_user(g.directory_id, user_id)
+    resource = store().read_user(g.directory_id, user_id)
     if resource is None:
         raise ScimError(404, f"no user with id {user_id}")
     return resource

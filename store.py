@@ -1046,6 +1046,13 @@ class Store:
             record = self._user_record(directory_id, user_id)
             return copy_json(record["resource"]) if record else None
 
+    def read_user(self, directory_id: str, user_id: str) -> dict | None:
+        """The stored user itself, not a copy, as list pages are served: for the API's GET,
+        which only renders it. Callers must not change it."""
+        with self._reading():
+            record = self._user_record(directory_id, user_id)
+            return record["resource"] if record else None
+
     def replace_user(
         self,
         directory_id: str,
@@ -1685,10 +1692,14 @@ class Store:
         return copy_json(key)
 
     def find_key_by_token_hash(self, token_hash: str) -> dict | None:
-        """Keys are found by the hash of their token, never by the token itself."""
+        """Keys are found by the hash of their token, never by the token itself.
+
+        Every SCIM request asks this, so it hands out the stored key itself, not a copy
+        (documents are replaced, never changed in place): callers must not change it.
+        """
         with self._reading():
             key_id = self._keys_by_hash.get(token_hash)
-            return copy_json(self._tables["keys"].get(key_id or ""))
+            return self._tables["keys"].get(key_id or "")
 
     def list_keys(self, directory_id: str | None = None) -> list[dict]:
         with self._reading():

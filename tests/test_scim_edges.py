@@ -293,3 +293,10 @@ def test_a_bulk_version_that_is_not_a_string_is_invalid(scim):
     _, answer = send(scim, "POST", "/v2/Bulk", bulk_body(operation))
     assert answer["Operations"][0]["status"] == "400"
     assert scim.store.count_users(scim.directory_id) == 1
+
+
+def test_the_api_sets_no_session_cookie_even_when_sent_one(scim):
+    scim.set_cookie("session", "forged.value.here", domain="localhost")
+    for response in (scim.get("/v2/Users"), scim.get("/v2/Nothing")):
+        assert "Set-Cookie" not in response.headers
+        assert response.mimetype == "application/scim+json"
