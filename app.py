@@ -122,11 +122,17 @@ def add_security_headers(response: Response) -> Response:
     """The headers above; a page whose form leads to an identity provider (the login page)
     names the provider's origin in ``g.form_action_origins``, since browsers hold the
     redirect after a form submission to ``form-action`` as well."""
+    headers = response.headers
+    # One pass over what is set: werkzeug's `name in headers` raises and catches an
+    # exception per missing name, which cost more than the rest of this function.
+    present = {name.lower() for name, _value in headers.items()}
     for name, value in SECURITY_HEADERS.items():
+        if name.lower() in present:
+            continue
         if name == "Content-Security-Policy" and g.get("form_action_origins"):
             allowed = " ".join(["'self'", *g.form_action_origins])
             value = value.replace("form-action 'self'", f"form-action {allowed}")
-        response.headers.setdefault(name, value)
+        headers.add(name, value)
     return response
 
 
