@@ -894,6 +894,11 @@ class Store:
             for path in covered:
                 os.unlink(path)
             self._snapshot_bytes = _file_size(self._folder.snapshot_path)
+            del layout
+            # What a snapshot holds is long-lived: freezing it keeps the collector's full passes
+            # (each one a pause of all threads) proportional to what changed since, not to the
+            # whole directory. Compactions come as the data doubles, so this is rare.
+            gc.freeze()
 
     def backup(self, path: str) -> int:
         """Write a consistent TinyDB snapshot of the current state to ``path``; returns its seq."""
