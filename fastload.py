@@ -64,18 +64,23 @@ def _schema_loader(schema: Schema, unknown: str | None) -> Loader:
         raise _NotCompiled
     if schema.dict_class is not dict or schema._hooks[VALIDATES]:
         raise _NotCompiled
-    hook_kwargs = {"many": False, "partial": schema.partial, "unknown": unknown}
+    load_fields = _fields_loader(
+        [_field_plan(name, field) for name, field in schema.load_fields.items()]
+    )
     pre_load = _hooks(schema, PRE_LOAD)
     validators = _hooks(schema, VALIDATES_SCHEMA)
     post_load = _hooks(schema, POST_LOAD)
-    plan = [_field_plan(name, field) for name, field in schema.load_fields.items()]
+    if not (pre_load or validators or post_load):
+        return load_fields
+    hook_kwargs = {"many": False, "partial": schema.partial, "unknown": unknown}
+    return _hooked_loader(load_fields, pre_load, validators, post_load, hook_kwargs)
+
+
+def _fields_loader(plan: list[tuple[str, str, Loader, bool]]) -> Loader:
+    """Each load field's value, under its attribute name, in the schema's field order (the
+    order marshmallow's result has); keys the schema does not declare are left out."""
 
     def load(data: Any) -> dict:
-        try:
-            for hook in pre_load:
-                data = hook(data, **hook_kwargs)
-        except ValidationError:
-            raise Unsure from None
         if type(data) is not dict:
             raise Unsure
         result = {}
@@ -86,7 +91,26 @@ def _schema_loader(schema: Schema, unknown: str | None) -> Loader:
                     raise Unsure
                 continue
             result[name] = load_value(value)
+        return result
+
+    return load
+
+
+def _hooked_loader(
+    load_fields: Loader,
+    pre_load: list[Callable[..., Any]],
+    validators: list[Callable[..., Any]],
+    post_load: list[Callable[..., Any]],
+    hook_kwargs: dict[str, Any],
+) -> Loader:
+    """The fields' loader between the schema's own hooks, called as marshmallow calls them; a
+    ValidationError from any of them leaves the decision, and its message, to marshmallow."""
+
+    def load(data: Any) -> dict:
         try:
+            for hook in pre_load:
+                data = hook(data, **hook_kwargs)
+            result = load_fields(data)
             for hook in validators:
                 hook(result, **hook_kwargs)
             for hook in post_load:
