@@ -43,6 +43,7 @@ class _NotCompiled(Exception):
 
 
 def _refuse(_value: Any) -> Any:
+    """The loader of whatever is not reproduced: marshmallow decides every value it meets."""
     raise Unsure
 
 
@@ -137,10 +138,10 @@ def _field_plan(name: str, field: fields.Field) -> tuple[str, str, Loader, bool]
     if field.attribute is not None or "." in name or field.load_default is not missing:
         raise _NotCompiled
     key = field.data_key if field.data_key is not None else name
-    return key, name, field_loader(field), field.required
+    return key, name, _field_loader(field), field.required
 
 
-def field_loader(field: fields.Field) -> Loader:
+def _field_loader(field: fields.Field) -> Loader:
     """``field.deserialize`` for a present value, or a loader that is always unsure."""
     if getattr(field, "pre_load", None) or getattr(field, "post_load", None):
         return _refuse
@@ -225,7 +226,7 @@ def _list_loader(field: fields.List) -> Loader:
     """
     if field.validators:
         raise _NotCompiled
-    load_entry = field_loader(field.inner)
+    load_entry = _field_loader(field.inner)
     allow_none = field.allow_none
 
     def load(value: Any) -> Any:
