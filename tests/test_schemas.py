@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 
 import pytest
 
@@ -664,3 +665,35 @@ def test_error_details_are_todays(data, detail):
     """The details as marshmallow worded them before the quick path existed."""
     assert rejected(data).detail == detail
     assert same_as_marshmallow(data) == ("refused", 400, "invalidValue", detail)
+
+
+def mutated(data: dict, rng: random.Random) -> dict:
+    """``data`` with one value somewhere in it replaced by an odd value, or removed."""
+    data = copy.deepcopy(data)
+    container = data
+    while rng.random() < 0.6:
+        steps = list(container) if isinstance(container, dict) else range(len(container))
+        inner = [step for step in steps if isinstance(container[step], dict | list)]
+        if not inner:
+            break
+        container = container[rng.choice(inner)]
+    if isinstance(container, dict):
+        key = rng.choice([*container, *(p[-1] for p in PLACES if isinstance(p[-1], str))])
+        if key in container and rng.random() < 0.2:
+            del container[key]
+        else:
+            container[key] = copy.deepcopy(rng.choice(ODD_VALUES))
+    elif container:
+        container[rng.randrange(len(container))] = copy.deepcopy(rng.choice(ODD_VALUES))
+    return data
+
+
+def test_random_mutations_of_a_full_body_match_marshmallow():
+    rng = random.Random(20261127)
+    outcomes = {"stored": 0, "refused": 0}
+    for _ in range(1500):
+        data = entra_body(rng.randrange(1000))
+        for _ in range(rng.randint(1, 3)):
+            data = mutated(data, rng)
+        outcomes[same_as_marshmallow(data)[0]] += 1
+    assert min(outcomes.values()) > 300, outcomes
