@@ -1,25 +1,18 @@
-"""Shared fixtures: a fresh app over a temp data folder, a real waitress server on loopback, and a
-cross-check of the quick User validation against marshmallow for every body a test validates."""
+"""Shared fixtures: a fresh app over a temp data folder, and a real waitress server on loopback."""
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-import schemas
 from app import create_app
-from scimlang import ScimError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,34 +30,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
-
-
-def validation_outcome(validate: Callable[[Any], dict], data: Any) -> tuple:
-    """What a User validation path makes of ``data``, comparable with ``==``: the stored form
-    with its JSON text (which also tells True from 1 and keeps key order), or the SCIM error."""
-    try:
-        result = validate(copy.deepcopy(data))
-    except ScimError as error:
-        return ("refused", error.status, error.scim_type, error.detail)
-    return ("stored", result, json.dumps(result, ensure_ascii=False))
-
-
-@pytest.fixture(autouse=True)
-def quick_user_validation_agrees_with_marshmallow(monkeypatch):
-    """Every User body a test validates in this process (SCIM, admin forms, My account) is also
-    validated by marshmallow alone; the quick path must come to exactly the same result."""
-    quick = schemas._validated_user
-    disagreements = []
-
-    def cross_checked(data: Any) -> dict:
-        expected = validation_outcome(schemas._marshmallow_validated_user, data)
-        if validation_outcome(quick, data) != expected:
-            disagreements.append(data)
-        return quick(data)
-
-    monkeypatch.setattr(schemas, "_validated_user", cross_checked)
-    yield
-    assert not disagreements, f"quick validation differs from marshmallow on {disagreements}"
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,15 @@ from schemas import (
 )
 from scimlang import ScimError, apply_patch, compile_filter
 
-from .conftest import validation_outcome
+
+def validation_outcome(validate: Callable[[Any], dict], data: Any) -> tuple:
+    """What a User validation path makes of ``data``, comparable with ``==``: the stored form
+    with its JSON text (which also tells True from 1 and keeps key order), or the SCIM error."""
+    try:
+        result = validate(copy.deepcopy(data))
+    except ScimError as error:
+        return ("refused", error.status, error.scim_type, error.detail)
+    return ("stored", result, json.dumps(result, ensure_ascii=False))
 
 
 def body(**extra) -> dict:
