@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -442,7 +443,12 @@ def _line_ends(data: bytes) -> Iterator[int]:
 
 def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:
     """Replay one journal entry onto TinyDB-layout tables ({number: document})."""
-    for table, doc_key, document in changes:
+    for change in changes:
+        if len(change) == 2:  # [table, batch]: a group's new members (see _NewMembers)
+            table, batch = change
+            _expand_new_members(tables[table], batch)
+            continue
+        table, doc_key, document = change
         if document is None:
             tables[table].pop(doc_key, None)
         else:
@@ -678,9 +684,53 @@ class _GroupIndex:
             self.members.setdefault(new["group_id"], {})[new["user_id"]] = None
             self.groups_of.setdefault(new["user_id"], {})[new["group_id"]] = None
 
+    def add_members(self, group_id: str, user_ids: list[str]) -> None:
+        """Index users who are not yet members: the group's side in one update."""
+        self.members.setdefault(group_id, {}).update(dict.fromkeys(user_ids))
+        groups_of = self.groups_of
+        for user_id in user_ids:
+            groups_of.setdefault(user_id, {})[group_id] = None
+
 
 def membership_id(group_id: str, user_id: str) -> str:
     return f"{group_id}:{user_id}"
+
+
+@dataclass(frozen=True)
+class _NewMembers:
+    """Users joining one group in one write, as one change instead of a document each.
+
+    The membership documents are the same either way; but a journal line holding each new
+    member's id once (about 40 bytes) instead of a whole document (about 200) is a fifth of
+    the encoding and the disk, and memory takes them in with dict updates. The documents get
+    consecutive TinyDB numbers from ``first_key``, so replay rebuilds them exactly.
+    """
+
+    group_id: str
+    user_ids: list[str]
+
+    def journal_item(self, table: str, first_key: str) -> list:
+        """Two elements where a document's item has three, so no reader can take it for one."""
+        batch = {"group_id": self.group_id, "first_key": first_key, "user_ids": self.user_ids}
+        return [table, batch]
+
+
+def _membership_documents(group_id: str, user_ids: list[str]) -> list[dict]:
+    return [
+        {"id": membership_id(group_id, user_id), "group_id": group_id, "user_id": user_id}
+        for user_id in user_ids
+    ]
+
+
+def _expand_new_members(table: dict[str, dict], batch: dict) -> None:
+    """A journal's batch of new members as TinyDB documents, numbered as they were live."""
+    documents = _membership_documents(batch["group_id"], batch["user_ids"])
+    numbers = _doc_key_range(int(batch["first_key"]), len(documents))
+    table.update(zip(numbers, documents, strict=True))
+
+
+def _doc_key_range(first_key: int, count: int) -> Iterator[str]:
+    return map(str, range(first_key, first_key + count))
 
 
 def _discard(index: dict, key: Any, user_id: str) -> None:
@@ -811,7 +861,12 @@ class Store:
             if self._closed:
                 raise StoreClosed("Roster is shutting down; try again in a moment")
             doc_keys, next_keys = self._doc_keys_for(changes)
-            entries = [[t, doc_keys[(t, i)], doc] for (t, i), doc in changes.items()]
+            entries = [
+                doc.journal_item(t, doc_keys[(t, i)])
+                if isinstance(doc, _NewMembers)
+                else [t, doc_keys[(t, i)], doc]
+                for (t, i), doc in changes.items()
+            ]
             self._folder.append(self._seq + 1, entries)
             self._seq += 1
             self._apply(changes, doc_keys)
@@ -821,10 +876,15 @@ class Store:
         self._compact_in_background_when_due()
 
     def _doc_keys_for(self, changes: dict) -> tuple[dict[tuple[str, str], str], dict[str, int]]:
-        """TinyDB document numbers for the changed documents, and the next free numbers."""
+        """TinyDB document numbers for the changed documents, and the next free numbers; a
+        batch of new members gets the first of as many consecutive numbers as it has members."""
         keys = {}
         next_keys = dict(self._next_doc_key)
-        for table, doc_id in changes:
+        for (table, doc_id), document in changes.items():
+            if isinstance(document, _NewMembers):
+                keys[(table, doc_id)] = str(next_keys[table])
+                next_keys[table] += len(document.user_ids)
+                continue
             key = self._doc_keys[table].get(doc_id)
             if key is None:
                 key = str(next_keys[table])
@@ -834,6 +894,9 @@ class Store:
 
     def _apply(self, changes: dict, doc_keys: dict[tuple[str, str], str]) -> None:
         for (table, doc_id), document in changes.items():
+            if isinstance(document, _NewMembers):
+                self._add_members(document, int(doc_keys[(table, doc_id)]))
+                continue
             old = self._tables[table].get(doc_id)
             if table == "users":
                 self._index_user(old, document)
@@ -851,6 +914,16 @@ class Store:
             self._doc_keys[table][doc_id] = doc_keys[(table, doc_id)]
             if table == "keys":
                 self._keys_by_hash[document["token_hash"]] = doc_id
+
+    def _add_members(self, batch: _NewMembers, first_key: int) -> None:
+        """Store and index a batch of new members with dict updates, not document by document:
+        the same documents and numbers a replay of its journal item gives."""
+        documents = _membership_documents(batch.group_id, batch.user_ids)
+        ids = [document["id"] for document in documents]
+        numbers = _doc_key_range(first_key, len(ids))
+        self._tables["memberships"].update(zip(ids, documents, strict=True))
+        self._doc_keys["memberships"].update(zip(ids, numbers, strict=True))
+        self._groups.add_members(batch.group_id, batch.user_ids)
 
     def _index_user(self, old: dict | None, new: dict | None) -> None:
         if old is not None and new is not None:
@@ -1630,9 +1703,14 @@ class Store:
     def _edit_members(
         self, changes: dict, record: dict, member_edits: list[tuple], actor: str
     ) -> list[str]:
-        """Queue membership documents for ``member_edits``; returns the skipped ids."""
+        """Queue the membership changes of ``member_edits``; returns the skipped ids.
+
+        Leaving members are document deletions; joining ones one :class:`_NewMembers`. Whether
+        an id is a user of the directory is one lookup in the directory's index.
+        """
         group_id, directory_id = record["id"], record["directory_id"]
         before = self._groups.members.get(group_id, {})
+        users_here = self._users.by_directory.get(directory_id, {})
         added: dict[str, None] = {}
         removed: set[str] = set()
         cleared = False
@@ -1642,12 +1720,11 @@ class Store:
             if verb in ("clear", "replace"):
                 cleared, added, removed = True, {}, set()
             if verb in ("add", "replace"):
-                for user_id in ids:
-                    if self._user_record(directory_id, user_id) is None:
-                        skipped.append(user_id)
-                    else:
-                        added[user_id] = None
-                        removed.discard(user_id)
+                known = [user_id for user_id in ids if user_id in users_here]
+                if len(known) < len(ids):
+                    skipped.extend(user_id for user_id in ids if user_id not in users_here)
+                added.update(dict.fromkeys(known))
+                removed.difference_update(known)
             elif verb == "remove":
                 for user_id in ids:
                     added.pop(user_id, None)
@@ -1656,14 +1733,9 @@ class Store:
         for user_id in leaving:
             if user_id in before:
                 changes[("memberships", membership_id(group_id, user_id))] = None
-        for user_id in added:
-            if user_id not in before:
-                key = membership_id(group_id, user_id)
-                changes[("memberships", key)] = {
-                    "id": key,
-                    "group_id": group_id,
-                    "user_id": user_id,
-                }
+        joining = [user_id for user_id in added if user_id not in before]
+        if joining:  # keyed by the group's id, which no membership document has
+            changes[("memberships", group_id)] = _NewMembers(group_id, joining)
         for user_id in dict.fromkeys(skipped):
             self._audit(changes, directory_id, actor, "group.member_skipped", user_id)
         return list(dict.fromkeys(skipped))

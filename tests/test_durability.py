@@ -12,12 +12,13 @@ import uuid
 import requests
 from tinydb import TinyDB
 
-from schemas import CORE_USER_URN, PATCH_OP_URN
+from schemas import CORE_GROUP_URN, CORE_USER_URN, PATCH_OP_URN
 from store import DATABASE_FILE, Store
 
 from .conftest import LiveServer, create_key_with_cli
 
 HEADERS = {"Content-Type": "application/scim+json"}
+BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 
 
 def new_user_body() -> dict:
@@ -120,3 +121,37 @@ def test_eight_threads_patching_one_user_keep_every_change(live_server, scim_ses
     assert errors == []
     final = scim_session.get(f"{base}/Users/{created['id']}").json()
     assert {a: final[a] for a in attributes} == {a: f"{a[:4]}4" for a in attributes}
+
+
+def test_a_thousand_members_added_in_one_patch_survive_sigkill(live_server, scim_session):
+    """Entra's shape ({"$ref": null, "value": id}); the 204 means the journal line is on disk."""
+    base = scim_session.base
+    posts = [
+        {"method": "POST", "path": "/Users", "bulkId": f"u{n}", "data": new_user_body()}
+        for n in range(1000)
+    ]
+    bulk = {"schemas": [BULK_REQUEST_URN], "Operations": posts}
+    results = scim_session.post(f"{base}/Bulk", json=bulk).json()["Operations"]
+    user_ids = [result["location"].rsplit("/", 1)[-1] for result in results]
+    group = scim_session.post(
+        f"{base}/Groups", json={"schemas": [CORE_GROUP_URN], "displayName": "All hands"}
+    ).json()
+    stranger = str(uuid.uuid4())
+    members = [{"$ref": None, "value": user_id} for user_id in [*user_ids, stranger]]
+    add = {"op": "Add", "path": "members", "value": members}
+    body = {"schemas": [PATCH_OP_URN], "Operations": [add]}
+    response = scim_session.patch(f"{base}/Groups/{group['id']}", json=body)
+    assert response.status_code == 204, response.text
+    os.kill(live_server.process.pid, signal.SIGKILL)
+    live_server.process.wait()
+    live_server.process = None
+
+    store = Store(str(live_server.data_dir))
+    directory = store.find_directory_by_name("Default")
+    kept = store.group_members(directory["id"], group["id"])
+    assert [user_id for user_id, _name in kept] == user_ids
+    version = store.get_group(directory["id"], group["id"])["meta"]["version"]
+    assert version == response.headers["ETag"]
+    skipped = [e["target"] for e in store.list_audit() if e["action"] == "group.member_skipped"]
+    assert skipped == [stranger]
+    store.close()

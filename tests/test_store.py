@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 from tinydb import TinyDB, where
@@ -357,3 +359,128 @@ def test_non_ascii_text_survives_the_journal_and_the_snapshot(tmp_path):
 def test_compact_json_falls_back_for_what_orjson_refuses():
     assert compact_json({"n": 10**30, "b": [1]}) == b'{"n":1000000000000000000000000000000,"b":[1]}'
     assert compact_json({"b": 1, "a": "é"}, sort_keys=True) == '{"a":"é","b":1}'.encode()
+
+
+# -- group members -------------------------------------------------------------------------------
+
+
+def group_body(name: str = "Team") -> dict:
+    return {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name}
+
+
+def member_ids(store: Store, directory_id: str, group_id: str) -> list[str]:
+    return [user_id for user_id, _name in store.group_members(directory_id, group_id)]
+
+
+def memberships_in_snapshot(folder) -> list[dict]:
+    return TinyDB(str(folder / DATABASE_FILE)).table("memberships").all()
+
+
+def test_ids_that_are_no_users_of_the_directory_are_skipped_and_each_audited(store, directory):
+    here = directory["id"]
+    ana, bo, gone = (store.create_user(here, user(f"{n}@c.example"), "t")["id"] for n in "abc")
+    store.delete_user(here, gone, "t")
+    other = store.create_directory("Fabrikam")["id"]
+    outsider = store.create_user(other, user("out@f.example"), "t")["id"]
+    group, _ = store.create_group(here, group_body(), [ana], "t")
+    _updated, skipped = store.update_group(
+        here, group["id"], None, [("add", ["nobody", ana, outsider, bo, "nobody", gone])], "t"
+    )
+    assert skipped == ["nobody", outsider, gone]
+    assert member_ids(store, here, group["id"]) == [ana, bo]
+    audited = [e["target"] for e in store.list_audit(here) if e["action"] == "group.member_skipped"]
+    assert sorted(audited) == sorted(skipped)
+    assert store.groups_of_user(other, outsider) == []
+
+
+def test_re_adding_members_stores_no_second_membership(tmp_path):
+    store = Store(str(tmp_path))
+    here = store.create_directory("Contoso")["id"]
+    ana, bo = (store.create_user(here, user(f"{n}@c.example"), "t")["id"] for n in "ab")
+    group, _ = store.create_group(here, group_body(), [ana, bo], "t")
+    store.update_group(here, group["id"], None, [("add", [bo, ana, bo])], "t")
+    assert member_ids(store, here, group["id"]) == [ana, bo]
+    store.close()
+    assert sorted(m["user_id"] for m in memberships_in_snapshot(tmp_path)) == sorted([ana, bo])
+
+
+def test_members_added_in_batches_come_back_from_the_journal_and_the_snapshot(tmp_path):
+    """New members are journaled as one batch per write; replay must number their documents
+    as the live store did, or a later removal would delete another member's document."""
+    store = Store(str(tmp_path))
+    here = store.create_directory("Contoso")["id"]
+    ids = [store.create_user(here, user(f"u{n}@c.example"), "t")["id"] for n in range(4)]
+    group, _ = store.create_group(here, group_body(), ids[:3], "t")
+    store.update_group(here, group["id"], None, [("remove", [ids[1]])], "t")
+    store.update_group(here, group["id"], None, [("add", [ids[3], ids[0]])], "t")
+    expected = [ids[0], ids[2], ids[3]]
+    store._folder.release()  # as if killed: the journal alone holds the memberships
+
+    replayed = Store(str(tmp_path))
+    assert member_ids(replayed, here, group["id"]) == expected
+    assert replayed.groups_of_user(here, ids[1]) == []
+    assert replayed.groups_of_user(here, ids[3]) == [(group["id"], "Team")]
+    replayed.update_group(here, group["id"], None, [("remove", [ids[2]])], "t")
+    replayed.close()  # compacts: the snapshot now holds them
+
+    documents = memberships_in_snapshot(tmp_path)
+    assert sorted(documents, key=lambda d: d["user_id"]) == sorted(
+        (
+            {"id": f"{group['id']}:{user_id}", "group_id": group["id"], "user_id": user_id}
+            for user_id in (ids[0], ids[3])
+        ),
+        key=lambda d: d["user_id"],
+    )
+    reopened = Store(str(tmp_path))
+    assert member_ids(reopened, here, group["id"]) == [ids[0], ids[3]]
+    reopened.close()
+
+
+def test_a_thousand_new_members_cost_the_journal_about_an_id_each(tmp_path):
+    store = Store(str(tmp_path))
+    here = store.create_directory("Contoso")["id"]
+    creates = [{**user(f"u{n}@c.example"), "id": str(uuid.uuid4())} for n in range(1000)]
+    store.import_users(here, creates, [], "t")
+    group, _ = store.create_group(here, group_body(), [], "t")
+    before = sum(path.stat().st_size for path in journal_files(tmp_path))
+    store.update_group(here, group["id"], None, [("add", [u["id"] for u in creates])], "t")
+    grown = sum(path.stat().st_size for path in journal_files(tmp_path)) - before
+    # An id is 36 characters; a membership document each would be about 200 bytes.
+    assert grown < 1000 * 60
+    assert len(member_ids(store, here, group["id"])) == 1000
+    store.close()
+
+
+def test_a_journal_written_before_member_batches_still_loads(tmp_path):
+    """Journals of earlier versions hold one document per new member."""
+    when = "2025-01-01T00:00:00.000Z"
+    meta = {"created": when, "lastModified": when, "version": 'W/"0"'}
+
+    def person(user_id: str) -> dict:
+        resource = {**user(f"{user_id}@c.example"), "id": user_id}
+        resource["meta"] = {"resourceType": "User", **meta}
+        return {"id": user_id, "directory_id": "d1", "resource": resource}
+
+    group = {"id": "g1", "directory_id": "d1", "revision": 1}
+    group["resource"] = {**group_body(), "id": "g1", "meta": {"resourceType": "Group", **meta}}
+    directory = {"id": "d1", "name": "Contoso", "description": "", "auth_method": "none"}
+    lines = [
+        [["directories", "1", {**directory, "created": when}]],
+        [["users", str(n), person(f"u{n}")] for n in (1, 2, 3)],
+        [
+            ["groups", "1", group],
+            ["memberships", "1", {"id": "g1:u1", "group_id": "g1", "user_id": "u1"}],
+            ["memberships", "2", {"id": "g1:u2", "group_id": "g1", "user_id": "u2"}],
+        ],
+    ]
+    (tmp_path / "journal-1.jsonl").write_text(
+        "".join(json.dumps({"seq": n, "changes": c}) + "\n" for n, c in enumerate(lines, 1))
+    )
+    store = Store(str(tmp_path))
+    assert member_ids(store, "d1", "g1") == ["u1", "u2"]
+    store.update_group("d1", "g1", None, [("remove", ["u1"]), ("add", ["u3"])], "t")
+    store._folder.release()
+    replayed = Store(str(tmp_path))
+    assert member_ids(replayed, "d1", "g1") == ["u2", "u3"]
+    replayed.close()
+    assert sorted(m["id"] for m in memberships_in_snapshot(tmp_path)) == ["g1:u2", "g1:u3"]
