@@ -484,3 +484,52 @@ def test_a_journal_written_before_member_batches_still_loads(tmp_path):
     assert member_ids(replayed, "d1", "g1") == ["u2", "u3"]
     replayed.close()
     assert sorted(m["id"] for m in memberships_in_snapshot(tmp_path)) == ["g1:u2", "g1:u3"]
+
+
+def test_deleted_users_groups_and_directories_leave_no_membership_behind(tmp_path):
+    store = Store(str(tmp_path))
+    here = store.create_directory("Contoso")["id"]
+    there = store.create_directory("Fabrikam")["id"]
+    ana, bo, cy = (store.create_user(here, user(f"{n}@c.example"), "t")["id"] for n in "abc")
+    dee = store.create_user(there, user("dee@f.example"), "t")["id"]
+    kept, _ = store.create_group(here, group_body("Kept"), [ana, bo, cy], "t")
+    dropped, _ = store.create_group(here, group_body("Dropped"), [ana, bo], "t")
+    store.create_group(there, group_body("Elsewhere"), [dee], "t")
+    store.delete_user(here, ana, "t")
+    store.delete_group(here, dropped["id"], "t")
+    store.delete_directory(there, "t")
+    store._folder.release()  # as if killed: the journal alone says what was deleted
+
+    replayed = Store(str(tmp_path))
+    assert member_ids(replayed, here, kept["id"]) == [bo, cy]
+    assert replayed.groups_of_user(here, bo) == [(kept["id"], "Kept")]
+    replayed.close()
+    documents = memberships_in_snapshot(tmp_path)
+    assert sorted(d["id"] for d in documents) == sorted(f"{kept['id']}:{u}" for u in (bo, cy))
+
+
+def test_a_users_groups_keep_the_order_they_joined_them_across_a_restart(tmp_path):
+    store = Store(str(tmp_path))
+    here = store.create_directory("Contoso")["id"]
+    ana, bo = (store.create_user(here, user(f"{n}@c.example"), "t")["id"] for n in "ab")
+    first, _ = store.create_group(here, group_body("First"), [ana], "t")
+    second, _ = store.create_group(here, group_body("Second"), [], "t")
+    store.update_group(here, second["id"], None, [("add", [bo])], "t")
+    store.update_group(here, first["id"], None, [("add", [bo])], "t")
+    joined = [(second["id"], "Second"), (first["id"], "First")]
+    assert store.groups_of_user(here, bo) == joined
+    store.close()  # compacts: the snapshot alone holds the memberships
+    reopened = Store(str(tmp_path))
+    assert reopened.groups_of_user(here, bo) == joined
+    assert member_ids(reopened, here, first["id"]) == [ana, bo]
+    reopened.close()
+
+
+def test_a_backup_holds_every_membership_as_a_tinydb_document(store, directory, tmp_path):
+    here = directory["id"]
+    ana, bo = (store.create_user(here, user(f"{n}@c.example"), "t")["id"] for n in "ab")
+    group, _ = store.create_group(here, group_body(), [ana, bo], "t")
+    store.update_group(here, group["id"], None, [("remove", [ana])], "t")
+    store.backup(str(tmp_path / "backup.json"))
+    memberships = TinyDB(str(tmp_path / "backup.json")).table("memberships").all()
+    assert memberships == [{"id": f"{group['id']}:{bo}", "group_id": group["id"], "user_id": bo}]
