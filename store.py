@@ -138,7 +138,7 @@ class AtomicJSONStorage(Storage):
                 text = handle.read()
         except FileNotFoundError:
             return None
-        return json.loads(text) if text.strip() else None
+        return orjson.loads(text) if text.strip() else None
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         write_json_atomically(self.path, data)
@@ -280,7 +280,7 @@ class _DataFolder:
         for line_end in _line_ends(data):
             line = data[good_end:line_end]
             try:
-                entry = json.loads(line)
+                entry = orjson.loads(line)
             except ValueError:
                 raise CorruptDataError(f"{path}: unreadable line at byte {good_end}") from None
             good_end = line_end
