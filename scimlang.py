@@ -658,6 +658,38 @@ def equality_terms(text_or_filter: str | Filter, schema: ResourceSchema) -> dict
     return terms
 
 
+@_too_deep_is("invalidFilter")
+def text_terms(text_or_filter: str | Filter, schema: ResourceSchema) -> list[tuple[str, str, str]]:
+    """The top-level ``attr co|sw|ew|eq "literal"`` terms joined by ``and`` on single-valued,
+    case-insensitive core string attributes, as (attribute name, op, case-folded literal).
+
+    Every resource the filter matches satisfies each term, so a store that keeps an
+    attribute's case-folded values apart may scan those strings alone for candidates, then run
+    the compiled filter on them: a ``displayName co`` over 100,000 users then walks 100,000
+    strings, not 100,000 documents.
+    """
+    node = parse_filter(text_or_filter) if isinstance(text_or_filter, str) else text_or_filter
+    terms = []
+    for term in _conjuncts(node):
+        if not (
+            isinstance(term, _Comparison)
+            and term.op in ("eq", "co", "sw", "ew")
+            and isinstance(term.value, str)
+        ):
+            continue
+        ref = schema.resolve(term.path, "invalidFilter")
+        attr = ref.attr
+        if (
+            ref.urn is None
+            and ref.sub is None
+            and not attr.multi_valued
+            and not attr.case_exact
+            and attr.type in ("string", "reference")
+        ):
+            terms.append((attr.name, term.op, term.value.casefold()))
+    return terms
+
+
 # ---------------------------------------------------------------------------------------------
 # Sorting and projection
 

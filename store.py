@@ -593,7 +593,14 @@ class _UserIndex:
     keeps creation order, and ``ordered_ids`` a list of it, so any page of an unfiltered list is
     a slice, as cheap at startIndex 99,901 as at 1. ``administrators`` holds the ids of records
     whose role is administrator, so first-run can tell at start whether one exists.
+
+    ``folded`` keeps, per directory and for each attribute of ``FOLDED_ATTRIBUTES``, every
+    user's case-folded value in creation order: a ``co``/``sw``/``ew`` search scans those
+    strings instead of the documents (about 25 times fewer Python steps). Both attributes are
+    required, so every user has one and the order stays the creation order.
     """
+
+    FOLDED_ATTRIBUTES = ("displayName", "userName")
 
     def __init__(self) -> None:
         self.by_user_name: dict[tuple[str, str], str] = {}
@@ -601,6 +608,7 @@ class _UserIndex:
         self.by_directory: dict[str, dict[str, None]] = {}
         self.by_manager: dict[str, set[str]] = {}
         self.administrators: set[str] = set()
+        self.folded: dict[tuple[str, str], dict[str, str]] = {}
         self._ordered: dict[str, list[str]] = {}
 
     def add(self, record: dict) -> None:
@@ -609,17 +617,45 @@ class _UserIndex:
         if directory_id in self._ordered:
             self._ordered[directory_id].append(user_id)
         self._add_lookups(record)
+        self._fold(record)
 
     def remove(self, record: dict) -> None:
         directory_id, user_id = record["directory_id"], record["id"]
         self.by_directory.get(directory_id, {}).pop(user_id, None)
         self._ordered.pop(directory_id, None)  # rebuilt on the next unfiltered list
         self._remove_lookups(record)
+        for attribute in self.FOLDED_ATTRIBUTES:
+            self.folded.get((directory_id, attribute), {}).pop(user_id, None)
 
     def replace(self, old: dict, new: dict) -> None:
-        """An update keeps the user's place in the creation order."""
+        """An update keeps the user's place in the creation order (a dict keeps a key's place
+        when its value changes)."""
         self._remove_lookups(old)
         self._add_lookups(new)
+        self._fold(new)
+
+    def _fold(self, record: dict) -> None:
+        resource = record["resource"]
+        for attribute in self.FOLDED_ATTRIBUTES:
+            value = resource.get(attribute)
+            values = self.folded.setdefault((record["directory_id"], attribute), {})
+            if isinstance(value, str):
+                folded = value.casefold()
+                values[record["id"]] = value if folded == value else folded  # one string, not two
+            else:
+                values.pop(record["id"], None)
+
+    def ids_with_text(self, directory_id: str, attribute: str, op: str, needle: str) -> list[str]:
+        """Ids of the directory's users whose folded ``attribute`` passes ``op`` with
+        ``needle`` (already case-folded), in creation order."""
+        values = self.folded.get((directory_id, attribute), {})
+        if op == "co":
+            return [user_id for user_id, value in values.items() if needle in value]
+        if op == "sw":
+            return [user_id for user_id, value in values.items() if value.startswith(needle)]
+        if op == "ew":
+            return [user_id for user_id, value in values.items() if value.endswith(needle)]
+        return [user_id for user_id, value in values.items() if value == needle]
 
     def ordered_ids(self, directory_id: str) -> list[str]:
         if directory_id not in self._ordered:
@@ -1302,12 +1338,15 @@ class Store:
         descending: bool = False,
         start_index: int = 1,
         count: int | None = None,
+        text_terms: list[tuple[str, str, str]] | None = None,
     ) -> tuple[int, list[dict]]:
         """Count the users that match and return one page of them (RFC 7644 §3.4.2.4).
 
         ``equal_terms`` are the filter's top-level ``eq`` terms (lower-case attribute path ->
-        value); an id, userName or externalId term narrows the candidates through an index, and
-        ``matches`` then checks the whole filter.
+        value); an id, userName or externalId term narrows the candidates through an index.
+        Else a ``text_terms`` entry (attribute, op, folded literal; see scimlang.text_terms) on
+        displayName or userName narrows them by scanning the folded values alone. ``matches``
+        then checks the whole filter.
 
         The page holds the stored documents themselves, not copies: a list of 100 users is the
         hottest read there is, and stored documents are never changed in place (a write
@@ -1322,14 +1361,21 @@ class Store:
                 users = self._tables["users"]
                 page = [users[user_id]["resource"] for user_id in ordered[begin:end]]
                 return len(ordered), page
-            candidates = self._user_candidates(directory_id, equal_terms or {})
+            candidates = self._user_candidates(directory_id, equal_terms or {}, text_terms or [])
             return _matching_page(candidates, matches, sort_key, descending, begin, end)
 
-    def _user_candidates(self, directory_id: str, equal_terms: dict[str, str]) -> Iterable[dict]:
+    def _user_candidates(
+        self, directory_id: str, equal_terms: dict[str, str], text_terms: list
+    ) -> Iterable[dict]:
         """The users a filter can match: through an index when it has an id, userName or
-        externalId term, else the whole directory, yielded without building a list first."""
+        externalId term, or through the folded values when it has a text term on one of
+        theirs; else the whole directory, yielded without building a list first."""
         users = self._tables["users"]
         if not equal_terms.keys() & {"id", "username", "externalid"}:
+            for attribute, op, needle in text_terms:
+                if attribute in _UserIndex.FOLDED_ATTRIBUTES:
+                    ids = self._users.ids_with_text(directory_id, attribute, op, needle)
+                    return [users[user_id]["resource"] for user_id in ids]
             # The directory index holds only this directory's users: no per-record check.
             return (users[user_id]["resource"] for user_id in self._users.ordered_ids(directory_id))
         if "id" in equal_terms:

@@ -16,6 +16,7 @@ from scimlang import (
     parse_filter,
     project,
     sort_key,
+    text_terms,
 )
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -754,3 +755,15 @@ def test_entra_create_body_is_filterable_and_projectable():
     }
     assert compile_filter('userName eq "ANA@contoso.example"', USER)(created)
     assert "roles" not in project(created, USER, None, None)
+
+
+def test_text_terms_name_the_case_insensitive_string_comparisons_a_store_can_narrow_by():
+    terms = text_terms(
+        'displayName co "Berg" and userName sw "A" and title ew "X" and externalId eq "Id"'
+        ' and emails.value co "y" and (nickName co "z" or title co "w")',
+        USER,
+    )
+    # externalId is caseExact (RFC 7643 §3.1); emails is multi-valued; an "or" is not a term.
+    assert terms == [("displayName", "co", "berg"), ("userName", "sw", "a"), ("title", "ew", "x")]
+    assert text_terms('not (displayName co "a")', USER) == []
+    assert text_terms('displayName gt "a"', USER) == []

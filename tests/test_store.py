@@ -14,6 +14,8 @@ import uuid
 import pytest
 from tinydb import TinyDB, where
 
+from schemas import USER_RESOURCE
+from scimlang import compile_filter, parse_filter, text_terms
 from store import (
     DATABASE_FILE,
     CorruptDataError,
@@ -533,3 +535,45 @@ def test_a_backup_holds_every_membership_as_a_tinydb_document(store, directory, 
     store.backup(str(tmp_path / "backup.json"))
     memberships = TinyDB(str(tmp_path / "backup.json")).table("memberships").all()
     assert memberships == [{"id": f"{group['id']}:{bo}", "group_id": group["id"], "user_id": bo}]
+
+
+def test_text_searches_through_the_folded_values_match_a_full_scan(store, directory):
+    """displayName/userName co, sw, ew and eq narrowed by the folded values find exactly what
+    the compiled filter finds over every user, in creation order, through renames and deletes."""
+    names = ["Ana Berg", "Ben Ström", "Chloé Berg", "David Bergman", "ERIK BERG", "Farid Ali"]
+    ids = [
+        store.create_user(directory["id"], user(f"u{n}@c.example", displayName=name), "t")["id"]
+        for n, name in enumerate(names)
+    ]
+    store.update_user(
+        directory["id"], ids[1], lambda current: {**current, "displayName": "Ben Berg"}, "t"
+    )
+    store.delete_user(directory["id"], ids[2], "t")
+    filters = [
+        'displayName co "berg"',
+        'displayName sw "ben"',
+        'displayName ew "BERG"',
+        'displayName eq "erik berg"',
+        'userName co "U3@"',
+        'displayName co "berg" and userName ew "4@c.example"',
+        'displayName co "nobody"',
+    ]
+    for text in filters:
+        parsed = parse_filter(text)
+        matches = compile_filter(parsed, USER_RESOURCE)
+        _total, narrowed = store.search_users(
+            directory["id"], matches=matches, text_terms=text_terms(parsed, USER_RESOURCE)
+        )
+        _total, scanned = store.search_users(directory["id"], matches=matches)
+        assert [u["id"] for u in narrowed] == [u["id"] for u in scanned], text
+    _total, found = store.search_users(
+        directory["id"],
+        matches=compile_filter(parse_filter('displayName co "berg"'), USER_RESOURCE),
+        text_terms=[("displayName", "co", "berg")],
+    )
+    assert [u["displayName"] for u in found] == [
+        "Ana Berg",
+        "Ben Berg",
+        "David Bergman",
+        "ERIK BERG",
+    ]
