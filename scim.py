@@ -391,6 +391,8 @@ def resource_response(resource: dict, shape: Callable, status: int = 200) -> Res
     headers = {"ETag": resource["meta"]["version"]}
     if status == 201:
         headers["Location"] = resource_location(resource)
+    if not request.environ.get("QUERY_STRING"):  # the usual case: no query to parse
+        return scim_response(shape(resource), status, headers)
     search = search_request(request.args.to_dict())
     return scim_response(shape(resource, search.attributes, search.excluded), status, headers)
 
