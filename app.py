@@ -271,10 +271,10 @@ class BatchedStandardErrorHandler(logging.Handler):
     to stderr every ``interval`` seconds, in one write, and once more at exit.
 
     Writing from every thread made them queue on the handler's lock, and waking a listener
-    thread per record (logging's QueueListener) made the GIL change hands on every request:
-    either cost a GET about a third of its CPU. The stream is whatever ``sys.stderr`` is when
-    a batch goes out, not the one at start: the handler outlives the app that made it, and a
-    test harness swaps and closes its streams.
+    thread per record (logging's QueueListener) made the GIL change hands on every request. A
+    line reaches stderr at most ``interval`` seconds late (a ``kill -9`` loses that much log).
+    The stream is whatever ``sys.stderr`` is when a batch goes out, not the one at start: the
+    handler outlives the app that made it, and a test harness swaps and closes its streams.
     """
 
     def __init__(self, interval: float = 0.2) -> None:

@@ -354,7 +354,7 @@ class RenderedUsers:
     Rendering and encoding a user cost more than the rest of a request that lists 100 of them.
     An entry is served only while its key (version, base URL, groups, manager's name) is the
     one asked for, so a change anywhere shows at once; it is simply replaced. At most
-    ``limit`` entries are kept (about 1.5 KB each); past that the oldest tenth goes.
+    ``limit`` entries are kept (about 2 KiB each); past that the oldest tenth goes.
     """
 
     def __init__(self, limit: int = 50_000) -> None:
