@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -30,6 +31,15 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(autouse=True)
+def request_log_lines_stay_with_their_test():
+    """The request log writes in batches a fifth of a second apart; flushing it as each test
+    ends puts an in-process app's lines in that test's captured output, not a later one's."""
+    yield
+    for handler in logging.getLogger("roster.requests").handlers:
+        handler.flush()
 
 
 @pytest.fixture
