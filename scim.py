@@ -662,17 +662,25 @@ def patch_user(user_id: str) -> Response:
     return user_response(patch_user_from(user_id, request_object("a PatchOp"), if_match()))
 
 
-def patch_operations(body: dict) -> list:
-    """The Operations of a PatchOp request (RFC 7644 §3.5.2), keys matched in any case."""
+def message_operations(body: dict, urn: str) -> tuple[dict[str, Any], list]:
+    """A PatchOp or BulkRequest message's fields (keys case-folded, as every SCIM name is
+    matched) and its Operations; the message must list ``urn`` in its schemas and carry a
+    non-empty Operations list, else it is malformed (400 invalidSyntax)."""
     fields = {key.casefold(): value for key, value in body.items()}
     schemas = fields.get("schemas")
-    if not isinstance(schemas, list) or PATCH_OP_URN.casefold() not in (
+    if not isinstance(schemas, list) or urn.casefold() not in (
         s.casefold() for s in schemas if isinstance(s, str)
     ):
-        raise ScimError(400, f"schemas must list {PATCH_OP_URN}", "invalidSyntax")
+        raise ScimError(400, f"schemas must list {urn}", "invalidSyntax")
     operations = fields.get("operations")
     if not isinstance(operations, list) or not operations:
         raise ScimError(400, "Operations must be a non-empty list", "invalidSyntax")
+    return fields, operations
+
+
+def patch_operations(body: dict) -> list:
+    """The Operations of a PatchOp request (RFC 7644 §3.5.2), keys matched in any case."""
+    _fields, operations = message_operations(body, PATCH_OP_URN)
     return [
         {key.casefold(): value for key, value in op.items()} if isinstance(op, dict) else op
         for op in operations

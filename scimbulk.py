@@ -23,6 +23,7 @@ from scim import (
     delete_group_by_id,
     delete_user_by_id,
     entity_tags,
+    message_operations,
     patch_group_from,
     patch_user_from,
     replace_group_from,
@@ -45,15 +46,7 @@ def bulk() -> Response:
     The body limit (maxPayloadSize) is the app's MAX_CONTENT_LENGTH, so an oversized body is
     a 413 before it is read; more than maxOperations is a 413 tooMany.
     """
-    fields = {key.casefold(): value for key, value in request_object("a BulkRequest").items()}
-    schemas = fields.get("schemas")
-    if not isinstance(schemas, list) or BULK_REQUEST_URN.casefold() not in (
-        s.casefold() for s in schemas if isinstance(s, str)
-    ):
-        raise ScimError(400, f"schemas must list {BULK_REQUEST_URN}", "invalidSyntax")
-    operations = fields.get("operations")
-    if not isinstance(operations, list) or not operations:
-        raise ScimError(400, "Operations must be a non-empty list", "invalidSyntax")
+    fields, operations = message_operations(request_object("a BulkRequest"), BULK_REQUEST_URN)
     if len(operations) > MAX_BULK_OPERATIONS:
         raise ScimError(413, f"at most {MAX_BULK_OPERATIONS} operations per request", "tooMany")
     fail_on_errors = fields.get("failonerrors")
