@@ -1060,7 +1060,7 @@ class Store:
             for path in covered:
                 os.unlink(path)
             self._snapshot_bytes = _file_size(self._folder.snapshot_path)
-            del layout
+            del layout  # its shallow copies are garbage now: not to be frozen below
             # What a snapshot holds is long-lived: freezing it keeps the collector's full passes
             # (each one a pause of all threads) proportional to what changed since, not to the
             # whole directory. Compactions come as the data doubles, so this is rare.
