@@ -1315,8 +1315,11 @@ class Store:
     def display_name_of(self, directory_id: str, user_id: str) -> str | None:
         """A user's displayName without copying the user; None when there is no such user."""
         with self._reading():
-            record = self._user_record(directory_id, user_id)
-            return record["resource"].get("displayName", "") if record else None
+            return self._display_name(directory_id, user_id)
+
+    def _display_name(self, directory_id: str, user_id: str) -> str | None:
+        record = self._user_record(directory_id, user_id)
+        return record["resource"].get("displayName", "") if record else None
 
     def direct_reports(self, directory_id: str, manager_id: str) -> list[dict]:
         with self._reading():
@@ -1694,8 +1697,7 @@ class Store:
         with self._lock:
             for resource in resources:
                 manager_id = manager_of(resource)
-                manager = self._user_record(directory_id, manager_id) if manager_id else None
-                manager_name = manager["resource"].get("displayName", "") if manager else None
+                manager_name = self._display_name(directory_id, manager_id) if manager_id else None
                 found.append((self._groups_of(directory_id, resource["id"]), manager_name))
         return found
 
