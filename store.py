@@ -1224,10 +1224,13 @@ class Store:
 
     def read_user(self, directory_id: str, user_id: str) -> dict | None:
         """The stored user itself, not a copy, as list pages are served: for the API's GET,
-        which only renders it. Callers must not change it."""
-        with self._reading():
-            record = self._user_record(directory_id, user_id)
-            return record["resource"] if record else None
+        which only renders it. Callers must not change it.
+
+        It takes no lock: one dict lookup of a document that writes replace, never change,
+        cannot tear, and a GET must not queue behind a write's journal line.
+        """
+        record = self._user_record(directory_id, user_id)
+        return record["resource"] if record else None
 
     def replace_user(
         self,
@@ -1885,11 +1888,12 @@ class Store:
         """Keys are found by the hash of their token, never by the token itself.
 
         Every SCIM request asks this, so it hands out the stored key itself, not a copy
-        (documents are replaced, never changed in place): callers must not change it.
+        (documents are replaced, never changed in place): callers must not change it. Nor
+        does it take the lock (see :meth:`read_user`): a key deleted between the two lookups
+        is simply not found.
         """
-        with self._reading():
-            key_id = self._keys_by_hash.get(token_hash)
-            return self._tables["keys"].get(key_id or "")
+        key_id = self._keys_by_hash.get(token_hash)
+        return self._tables["keys"].get(key_id or "")
 
     def list_keys(self, directory_id: str | None = None) -> list[dict]:
         with self._reading():
