@@ -324,16 +324,20 @@ def change_own_password(
     store.set_password(
         account["directory_id"], account["id"], hash_password(new), actor_of(account)
     )
+    # The new password ended every session; the one that set it goes on.
+    start_session(store.account(account["directory_id"], account["id"]))
 
 
 # -- sessions -----------------------------------------------------------------------------------
 
 
 def start_session(account: dict) -> None:
-    """Sign in: a fresh session (none of an earlier one's contents) naming the account."""
+    """Sign in: a fresh session (none of an earlier one's contents) naming the account and
+    its session epoch (see :meth:`Store.end_sessions`)."""
     session.clear()
     session["directory_id"] = account["directory_id"]
     session["user_id"] = account["id"]
+    session["epoch"] = account["session_epoch"]
     session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME
 
 
@@ -341,10 +345,20 @@ def end_session() -> None:
     session.clear()
 
 
+def sign_out(store: Store) -> None:
+    """Sign out, on every device: a copy of this session's cookie must not keep working, and
+    the server cannot delete a cookie, so all the account's sessions end."""
+    account = current_account()
+    end_session()
+    if account is not None:
+        store.end_sessions(account["directory_id"], account["id"], actor_of(account))
+
+
 def current_account() -> dict | None:
     """The signed-in account, checked anew on every request: a user deleted or deactivated
-    (through SCIM or a page) or a directory that no longer allows sign-in ends the session at
-    the next click, although the signed cookie itself would still be valid."""
+    (through SCIM or a page), signed out elsewhere or given a new password, or a directory
+    that no longer allows sign-in ends the session at the next click, although the signed
+    cookie itself would still be valid."""
     if "account" in g:
         return g.account
     account = None
@@ -358,6 +372,7 @@ def current_account() -> dict | None:
             or directory.get("auth_method", "none") == "none"
             or account is None
             or account["resource"].get("active") is False
+            or session.get("epoch", 0) != account["session_epoch"]
         ):
             session.clear()
             account = None

@@ -193,12 +193,13 @@ def sign_in() -> Any:
 
 @bp.post("/logout")
 def logout() -> Response:
-    """Ends the session; for a directory that signs in with an OpenID Connect provider, the
-    login page then offers to sign out there too (the provider's session would otherwise sign
-    the next person at this computer straight back in)."""
+    """Ends the session, and every other one of the account (see :func:`auth.sign_out`). For
+    a directory that signs in with an OpenID Connect provider, the login page then offers to
+    sign out there too (the provider's session would otherwise sign the next person at this
+    computer straight back in)."""
     account = auth.current_account()
     directory = store().get_directory(account["directory_id"]) if account else None
-    auth.end_session()
+    auth.sign_out(store())
     elsewhere = auth.provider_logout(directory)
     if elsewhere:
         session[auth.PROVIDER_LOGOUT] = elsewhere

@@ -99,6 +99,11 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _with_next_session_epoch(record: dict) -> dict:
+    """The user record with its sessions ended (see :meth:`Store.end_sessions`)."""
+    return {**record, "session_epoch": record.get("session_epoch", 0) + 1}
+
+
 def version_matches(version: str, expected: Versions) -> bool:
     """Weak comparison (RFC 9110 §8.8.3.2) of a stored version with opaque tags; "*" is any."""
     opaque = version[2:] if version.startswith("W/") else version
@@ -1470,9 +1475,9 @@ class Store:
 
     # -- accounts: sign-in data beside the SCIM resource ---------------------------------------
     #
-    # ``role``, ``password_hash`` and ``oid`` are top-level fields of the user record, never inside
-    # ``resource``, so SCIM neither shows nor replaces them: a PUT or PATCH builds a new
-    # resource and the record keeps its other fields.
+    # ``role``, ``password_hash``, ``oid`` and ``session_epoch`` are top-level fields of the user
+    # record, never inside ``resource``, so SCIM neither shows nor replaces them: a PUT or PATCH
+    # builds a new resource and the record keeps its other fields.
 
     def create_first_administrator(
         self, directory_id: str, resource: dict, password_hash: str, actor: str
@@ -1504,7 +1509,11 @@ class Store:
     def set_password(
         self, directory_id: str, user_id: str, password_hash: str | None, actor: str
     ) -> None:
-        """Store a user's password hash (``None`` removes the password: no local sign-in)."""
+        """Store a user's password hash (``None`` removes the password: no local sign-in).
+
+        A new password also ends every session the user has (see :meth:`end_sessions`): one
+        opened with the old password, perhaps by whoever learnt it, must not outlive it.
+        """
         with self._writing() as changes:
             record = self._user_record(directory_id, user_id)
             if record is None:
@@ -1512,8 +1521,22 @@ class Store:
             updated = {k: v for k, v in record.items() if k != "password_hash"}
             if password_hash is not None:
                 updated["password_hash"] = password_hash
-            changes[("users", user_id)] = updated
+            changes[("users", user_id)] = _with_next_session_epoch(updated)
             self._audit(changes, directory_id, actor, "user.password", user_id)
+
+    def end_sessions(self, directory_id: str, user_id: str, actor: str) -> None:
+        """Sign a user out everywhere: every session opened before now is refused from now on.
+
+        A session is a signed cookie, which the server cannot take back from a browser, or
+        from whoever copied it. So each cookie names the user's ``session_epoch`` at sign-in,
+        and :func:`auth.current_account` refuses one that names an older epoch.
+        """
+        with self._writing() as changes:
+            record = self._user_record(directory_id, user_id)
+            if record is None:
+                return  # deleted: their sessions have ended already
+            changes[("users", user_id)] = _with_next_session_epoch(record)
+            self._audit(changes, directory_id, actor, "user.sign_out", user_id)
 
     def record_oid(self, directory_id: str, user_id: str, oid: str, actor: str) -> None:
         """Pin the user to the provider's object id of their first OpenID Connect sign-in.
@@ -1556,7 +1579,8 @@ class Store:
 
     def account(self, directory_id: str, user_id: str) -> dict | None:
         """What the pages need to know of a signed-in user: ``id``, ``directory_id``,
-        ``resource``, ``role`` and ``has_password``; never the password hash."""
+        ``resource``, ``role``, ``has_password`` and ``session_epoch``; never the password
+        hash."""
         with self._reading():
             record = self._user_record(directory_id, user_id)
             if record is None:
@@ -1567,6 +1591,7 @@ class Store:
                 "resource": copy_json(record["resource"]),
                 "role": record.get("role", "user"),
                 "has_password": bool(record.get("password_hash")),
+                "session_epoch": record.get("session_epoch", 0),
             }
 
     def password_hash_of(self, directory_id: str, user_id: str) -> str | None:

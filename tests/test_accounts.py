@@ -80,6 +80,11 @@ def test_a_password_can_be_removed_and_each_change_is_audited(store, directory):
     assert store.account(directory["id"], bo["id"])["has_password"] is False
     actions = [e["action"] for e in store.list_audit(directory["id"])]
     assert actions.count("user.password") == 2
+    # each change ended the sessions opened before it, as signing out does
+    assert store.account(directory["id"], bo["id"])["session_epoch"] == 2
+    store.end_sessions(directory["id"], bo["id"], "bo@contoso.example")
+    assert store.account(directory["id"], bo["id"])["session_epoch"] == 3
+    store.end_sessions(directory["id"], "no-such-user", "t")  # nothing to end: no error
     with pytest.raises(NotFoundError):
         store.set_password(directory["id"], "no-such-user", "hash", "t")
 

@@ -355,6 +355,10 @@ def test_a_password_set_by_an_administrator_signs_the_user_in(site):
     assert log_in(browser, site.directory, "ana@contoso.example", "Fresh-pass-1").status_code == 302
     assert browser.get("/account").status_code == 200
 
+    # A reset (the password leaked, say) ends the sessions opened with the old one.
+    assert post(site.admin, path, {"password": "Fresh-pass-2", "password_again": "Fresh-pass-2"})
+    assert browser.get("/account").status_code == 302
+
 
 # -- CSV import and export ----------------------------------------------------------------------
 

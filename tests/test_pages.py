@@ -197,6 +197,28 @@ def test_log_in_lands_on_the_people_page_and_log_out_ends_the_session(site):
     assert client.get("/").status_code == 302
 
 
+def test_log_out_ends_every_session_of_the_account_and_copies_of_its_cookie(site):
+    """A signed cookie cannot be deleted on the server: logging out must still stop a copy."""
+    app, store, default = site
+    ana = add_user(store, default, "ana@contoso.example")
+    laptop, phone, thief = app.test_client(), app.test_client(), app.test_client()
+    for client in (laptop, phone):
+        assert log_in(client, default, "ana@contoso.example").status_code == 302
+    cookie_name = app.config["SESSION_COOKIE_NAME"]
+    thief.set_cookie(cookie_name, laptop.get_cookie(cookie_name).value)
+    assert thief.get("/account").status_code == 200  # the copy works while the session lasts
+
+    log_out(laptop)
+    for client in (laptop, phone, thief):
+        assert client.get("/account").headers["Location"] == "/login?next=/account"
+    actions = [(e["action"], e["target"]) for e in store.list_audit(default["id"])]
+    assert ("user.sign_out", ana["id"]) in actions
+
+    assert log_in(phone, default, "ana@contoso.example").status_code == 302  # signs in again
+    assert phone.get("/account").status_code == 200
+    assert thief.get("/account").status_code == 302  # the old copy stays dead
+
+
 def test_log_in_returns_to_the_page_asked_for_but_never_to_another_site(site):
     app, store, default = site
     ana = add_user(store, default, "ana@contoso.example")
@@ -586,9 +608,12 @@ def test_my_account_shows_the_profile_and_changes_the_password(signed_in):
     assert "Current password: it is not your password." in change("Wrong-pass-1", "New-pass-1").text
     assert "Password: 8 to 64 characters" in change(PASSWORD, "short").text
     assert "the two new passwords differ" in change(PASSWORD, "New-pass-1", "New-pass-2").text
+    elsewhere = client.application.test_client()  # zoe's other device, signed in before
+    assert log_in(elsewhere, default, "zoe@contoso.example").status_code == 302
     response = change(PASSWORD, "New-pass-1")
     assert response.status_code == 302
-    assert "Your password was changed." in client.get("/account").text
+    assert "Your password was changed." in client.get("/account").text  # this session goes on
+    assert elsewhere.get("/account").status_code == 302  # the other one ended with the old password
 
     log_out(client)
     assert log_in(client, default, "zoe@contoso.example").status_code == 400
