@@ -1374,8 +1374,19 @@ _GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 def _member_ids(value: object) -> list[str]:
-    """Ids from a members value: a list of {"value": id} (Entra adds "$ref": null), or one."""
+    """Ids from a members value: a list of {"value": id} (Entra adds "$ref": null), or one.
+
+    Entra adds members 1,000 at a time, so the usual shape is read in one comprehension first;
+    anything else (a missing or misspelt "value", a member that is no object) goes the long way.
+    """
     entries = value if isinstance(value, list) else [value]
+    try:
+        ids = [entry["value"] for entry in entries]
+    except (TypeError, KeyError):
+        pass
+    else:
+        if all(type(user_id) is str and user_id for user_id in ids):
+            return ids
     ids = []
     for entry in entries:
         if isinstance(entry, dict):

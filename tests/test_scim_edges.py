@@ -7,6 +7,7 @@ import json
 import pytest
 
 import auth
+import scim as scim_module
 from app import create_app, loggable
 from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, PATCH_OP_URN
 
@@ -39,6 +40,53 @@ def send(client, method: str, path: str, body) -> tuple[int, dict]:
 
 def user(user_name="ana@contoso.example", **extra) -> dict:
     return {"schemas": [CORE_USER_URN], "userName": user_name, "displayName": "Ana", **extra}
+
+
+TRICKY_JSON = [
+    b'{"userName": "ana", "n": 42, "f": 1.25, "e": 1e-7, "z": -0, "u": "\\u00e9\\u20ac"}',
+    b'{"min": -9223372036854775808, "max": 18446744073709551615}',  # 64 bits: exact
+    b'{"externalId": "123456789012345678901234567890"}',
+    b'{"x": NaN, "y": Infinity, "z": -Infinity, "w": 1.5e400}',  # not JSON; json reads them
+    b'\xef\xbb\xbf{"bom": true}',
+    '{"utf16": "\u00e9"}'.encode("utf-16"),
+    b'{"lone": "\\ud800"}',
+    b'{"a": 1, "a": 2}',
+    b' [1, "two", null, true, {"three": [3.0]}] ',
+]
+BAD_JSON = [
+    b"",
+    b"{",
+    b'{"a": "x\ny"}',  # a raw newline inside a string
+    b'{"a": }',
+    b"[1, 2",
+    b"{'a': 1}",
+    b'{"a": 1} x',
+    b"\xff\xfe\xfd",
+    b"nul",
+]
+
+
+@pytest.mark.parametrize("raw", TRICKY_JSON)
+def test_the_body_parser_reads_what_the_standard_library_reads(raw):
+    """orjson first, for speed, must change nothing: the same values, exact big integers."""
+    parsed, expected = scim_module.parse_json(raw), json.loads(raw)
+    assert repr(parsed) == repr(expected)  # repr: NaN equals nothing, and 1 == 1.0 == True
+
+
+def test_an_integer_beyond_64_bits_is_read_as_a_float_and_a_search_past_the_end_is_empty(scim):
+    assert scim_module.parse_json(b'{"n": 18446744073709551616}') == {"n": 2.0**64}
+    body = f'{{"schemas": ["{SEARCH_URN}"], "startIndex": {10**30}}}'
+    status, answer = send(scim, "POST", "/v2/Users/.search", body)
+    assert status == 200 and answer["Resources"] == [] and answer["startIndex"] > 2**64
+
+
+@pytest.mark.parametrize("raw", BAD_JSON)
+def test_the_body_parser_refuses_what_the_standard_library_refuses(raw):
+    with pytest.raises((ValueError, UnicodeDecodeError)) as ours:
+        scim_module.parse_json(raw)
+    with pytest.raises((ValueError, UnicodeDecodeError)) as theirs:
+        json.loads(raw)
+    assert str(ours.value) == str(theirs.value)  # the message the client gets is json's
 
 
 def test_deeply_nested_json_is_invalid_syntax(scim):

@@ -16,6 +16,7 @@ from scimlang import (
     parse_filter,
     project,
     sort_key,
+    split_member_operations,
     text_terms,
 )
 
@@ -767,3 +768,35 @@ def test_text_terms_name_the_case_insensitive_string_comparisons_a_store_can_nar
     assert terms == [("displayName", "co", "berg"), ("userName", "sw", "a"), ("title", "ew", "x")]
     assert text_terms('not (displayName co "a")', USER) == []
     assert text_terms('displayName gt "a"', USER) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "ids"),
+    [
+        ([{"$ref": None, "value": "a"}, {"value": "b"}], ["a", "b"]),  # Entra's batch
+        ([{"Value": "a"}, {"value": "b"}], ["a", "b"]),  # "value" in any case
+        ({"value": "a"}, ["a"]),  # one member, not in a list
+        (["a", "b"], ["a", "b"]),  # bare ids
+        ([], []),
+    ],
+)
+def test_member_values_become_ids(value, ids):
+    operations = [{"op": "add", "path": "members", "value": value}]
+    assert split_member_operations(operations) == ([], [("add", ids)])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"value": "a"}, {"value": ""}],
+        [{"value": "a"}, {"value": 7}],
+        [{"value": "a"}, {"display": "no value"}],
+        [{"value": "a"}, ["a"]],
+        [{"value": "a"}, None],
+    ],
+)
+def test_a_member_without_a_user_id_is_invalid_value(value):
+    operations = [{"op": "add", "path": "members", "value": value}]
+    with pytest.raises(ScimError) as raised:
+        split_member_operations(operations)
+    assert (raised.value.status, raised.value.scim_type) == (400, "invalidValue")
