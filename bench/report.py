@@ -171,8 +171,8 @@ def targets(rows: list[Row]) -> list[Target]:
     for name in ("page_first", "page_last"):
         judge(f"{name}: CPU/req <= 3x limit's", (name,), cpu_ratio, lambda v: v <= 3, "x")
     judge(
-        f"page CPU/req same at both ends (last/first <= {SAME_COST})",
-        ("page_first", "page_last"),
+        f"page CPU/req same at both ends (last/second <= {SAME_COST})",
+        ("page_second", "page_last"),
         per_request_growth,
         lambda v: v <= SAME_COST,
     )
