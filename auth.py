@@ -324,8 +324,7 @@ def change_own_password(
     store.set_password(
         account["directory_id"], account["id"], hash_password(new), actor_of(account)
     )
-    # The new password ended every session; the one that set it goes on.
-    start_session(store.account(account["directory_id"], account["id"]))
+    keep_own_session(store, account["directory_id"], account["id"])
 
 
 # -- sessions -----------------------------------------------------------------------------------
@@ -352,6 +351,17 @@ def sign_out(store: Store) -> None:
     end_session()
     if account is not None:
         store.end_sessions(account["directory_id"], account["id"], actor_of(account))
+
+
+def keep_own_session(store: Store, directory_id: str, user_id: str) -> None:
+    """After a new password ended every session of the account: the session that set it goes
+    on, when it is the account's own (My account, or an administrator's own user page)."""
+    own = current_account()
+    if own is None or (own["directory_id"], own["id"]) != (directory_id, user_id):
+        return
+    fresh = store.account(directory_id, user_id)
+    if fresh is not None:
+        session["epoch"] = fresh["session_epoch"]
 
 
 def current_account() -> dict | None:

@@ -14,7 +14,7 @@ import auth
 from app import create_app
 from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, MAPPING_TABLE, mapped_value
 from store import DEFAULT_DIRECTORY, PreconditionFailed, UniquenessError, new_id
-from tests.test_pages import add_user, csrf_token, log_in, run_setup, setup_path
+from tests.test_pages import ADMIN_PASSWORD, add_user, csrf_token, log_in, run_setup, setup_path
 
 SCHEMAS = [CORE_USER_URN]
 COLUMNS = [entra for _label, entra, _path, _mandatory in MAPPING_TABLE] + ["active"]
@@ -358,6 +358,23 @@ def test_a_password_set_by_an_administrator_signs_the_user_in(site):
     # A reset (the password leaked, say) ends the sessions opened with the old one.
     assert post(site.admin, path, {"password": "Fresh-pass-2", "password_again": "Fresh-pass-2"})
     assert browser.get("/account").status_code == 302
+
+
+def test_an_administrator_who_sets_their_own_password_stays_signed_in(site):
+    admin = site.user("admin@contoso.example")
+    elsewhere = site.app.test_client()
+    assert (
+        log_in(elsewhere, site.directory, "admin@contoso.example", ADMIN_PASSWORD).status_code
+        == 302
+    )
+    path = f"{site.base}/{admin['id']}/password"
+    response = post(
+        site.admin, path, {"password": "Fresh-pass-9", "password_again": "Fresh-pass-9"}
+    )
+    assert response.status_code == 302
+    page = site.admin.get(response.headers["Location"])
+    assert page.status_code == 200 and "was set" in page.text  # signed in, flash kept
+    assert elsewhere.get("/account").status_code == 302  # their other session ended
 
 
 # -- CSV import and export ----------------------------------------------------------------------
