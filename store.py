@@ -16,6 +16,7 @@ journal is folded into a new snapshot in the background, and at shutdown.
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import gc
 import hashlib
@@ -127,6 +128,34 @@ def compact_json(value: Any, sort_keys: bool = False) -> bytes:
         return json.dumps(value, sort_keys=sort_keys, separators=(",", ":")).encode()
 
 
+def ascii_json(value: Any) -> bytes:
+    """Compact JSON in ASCII alone, non-ASCII text as ``\\u`` escapes, as ``json.dumps`` writes
+    it, but by orjson: a 155 MB snapshot in 0.3 s instead of 2 s, all of it holding the GIL
+    that requests wait for. ASCII, because TinyDB opens its file in the locale's encoding."""
+    data = compact_json(value)
+    if data.isascii():
+        return data
+    return data.decode().encode("ascii", _JSON_ESCAPE)
+
+
+def _json_escapes(error: UnicodeEncodeError) -> tuple[str, int]:
+    """The ``\\uXXXX`` escapes of a run of non-ASCII characters, which orjson only ever writes
+    inside strings; a character beyond U+FFFF becomes its surrogate pair, as JSON spells it."""
+    escapes = []
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            escapes.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+        else:
+            escapes.append(f"\\u{code:04x}")
+    return "".join(escapes), error.end
+
+
+_JSON_ESCAPE = "roster-json-escape"
+codecs.register_error(_JSON_ESCAPE, _json_escapes)
+
+
 class AtomicJSONStorage(Storage):
     """TinyDB storage for Roster's snapshot file: reads it whole, writes it atomically.
 
@@ -155,8 +184,7 @@ def write_json_atomically(path: str, document: dict) -> None:
     fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
-            # json.dumps (one shot) encodes in C; json.dump would encode in pure Python.
-            handle.write(json.dumps(document, separators=(",", ":")).encode())
+            handle.write(ascii_json(document))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_path, path)

@@ -24,6 +24,7 @@ from store import (
     Store,
     StoreClosed,
     UniquenessError,
+    ascii_json,
     compact_json,
 )
 
@@ -356,6 +357,17 @@ def test_non_ascii_text_survives_the_journal_and_the_snapshot(tmp_path):
     restarted.close()
     stored = TinyDB(str(tmp_path / DATABASE_FILE)).table("directories").all()
     assert [d["name"] for d in stored] == ["Zürich"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "Zürich", "Señora 😀 €", "\u2028 line separator", '\x7f\x00\n"\\', "\ud800 lone"],
+)
+def test_the_snapshot_is_ascii_json_that_reads_back_the_same(text):
+    document = {"users": {"1": {"name": text, text: [text, 1.5, None, True]}}}
+    written = ascii_json(document)
+    assert written.isascii()
+    assert json.loads(written) == document  # what TinyDB's JSONStorage reads it with
 
 
 def test_compact_json_falls_back_for_what_orjson_refuses():
