@@ -129,13 +129,29 @@ def compact_json(value: Any, sort_keys: bool = False) -> bytes:
 
 
 def ascii_json(value: Any) -> bytes:
+    return b"".join(ascii_json_parts(value))
+
+
+def ascii_json_parts(value: Any, part_size: int = 1 << 20) -> Iterator[bytes]:
     """Compact JSON in ASCII alone, non-ASCII text as ``\\u`` escapes, as ``json.dumps`` writes
     it, but by orjson: a 155 MB snapshot in 0.3 s instead of 2 s, all of it holding the GIL
-    that requests wait for. ASCII, because TinyDB opens its file in the locale's encoding."""
+    that requests wait for. ASCII, because TinyDB opens its file in the locale's encoding.
+
+    Escaped a part at a time, each cut before an ASCII byte (never inside a character): a
+    whole snapshot decoded at once would be a string of up to four bytes per character.
+    """
     data = compact_json(value)
     if data.isascii():
-        return data
-    return data.decode().encode("ascii", _JSON_ESCAPE)
+        yield data
+        return
+    start, size = 0, len(data)
+    while start < size:
+        end = min(start + part_size, size)
+        while end < size and data[end] >= 0x80:
+            end += 1
+        part = data[start:end]
+        yield part if part.isascii() else part.decode().encode("ascii", _JSON_ESCAPE)
+        start = end
 
 
 def _json_escapes(error: UnicodeEncodeError) -> tuple[str, int]:
@@ -184,7 +200,8 @@ def write_json_atomically(path: str, document: dict) -> None:
     fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(ascii_json(document))
+            for part in ascii_json_parts(document):
+                handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_path, path)

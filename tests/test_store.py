@@ -25,6 +25,7 @@ from store import (
     StoreClosed,
     UniquenessError,
     ascii_json,
+    ascii_json_parts,
     compact_json,
 )
 
@@ -368,6 +369,8 @@ def test_the_snapshot_is_ascii_json_that_reads_back_the_same(text):
     written = ascii_json(document)
     assert written.isascii()
     assert json.loads(written) == document  # what TinyDB's JSONStorage reads it with
+    # escaped in parts of a few bytes: no part ends inside a character
+    assert b"".join(ascii_json_parts(document, part_size=3)) == written
 
 
 def test_compact_json_falls_back_for_what_orjson_refuses():
