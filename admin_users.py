@@ -454,8 +454,8 @@ def set_password(directory_id: str, user_id: str) -> Any:
         problem = "Password again: the two passwords differ."
     if problem:
         return user_page(directory, user, errors={"password": problem}, status=400)
-    store().set_password(directory_id, user_id, auth.hash_password(password), actor())
-    auth.keep_own_session(store(), directory_id, user_id)
+    epoch = store().set_password(directory_id, user_id, auth.hash_password(password), actor())
+    auth.keep_own_session(directory_id, user_id, epoch)
     flash(f"The password of {user['userName']} was set.")
     return redirect(url_for(".edit_user", directory_id=directory_id, user_id=user_id))
 

@@ -321,10 +321,10 @@ def change_own_password(
     if problem:
         raise CredentialsRefused(problem)
     throttle.succeeded(keys)
-    store.set_password(
+    epoch = store.set_password(
         account["directory_id"], account["id"], hash_password(new), actor_of(account)
     )
-    keep_own_session(store, account["directory_id"], account["id"])
+    keep_own_session(account["directory_id"], account["id"], epoch)
 
 
 # -- sessions -----------------------------------------------------------------------------------
@@ -353,15 +353,13 @@ def sign_out(store: Store) -> None:
         store.end_sessions(account["directory_id"], account["id"], actor_of(account))
 
 
-def keep_own_session(store: Store, directory_id: str, user_id: str) -> None:
-    """After a new password ended every session of the account: the session that set it goes
-    on, when it is the account's own (My account, or an administrator's own user page)."""
+def keep_own_session(directory_id: str, user_id: str, epoch: int) -> None:
+    """After a new password ended every session of the account (``epoch`` is the new one):
+    the session that set it goes on, when it is the account's own (My account, or an
+    administrator's own user page)."""
     own = current_account()
-    if own is None or (own["directory_id"], own["id"]) != (directory_id, user_id):
-        return
-    fresh = store.account(directory_id, user_id)
-    if fresh is not None:
-        session["epoch"] = fresh["session_epoch"]
+    if own is not None and (own["directory_id"], own["id"]) == (directory_id, user_id):
+        session["epoch"] = epoch
 
 
 def current_account() -> dict | None:

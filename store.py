@@ -1553,11 +1553,12 @@ class Store:
 
     def set_password(
         self, directory_id: str, user_id: str, password_hash: str | None, actor: str
-    ) -> None:
+    ) -> int:
         """Store a user's password hash (``None`` removes the password: no local sign-in).
 
         A new password also ends every session the user has (see :meth:`end_sessions`): one
         opened with the old password, perhaps by whoever learnt it, must not outlive it.
+        Returns the new session epoch, for the session that set the password to go on.
         """
         with self._writing() as changes:
             record = self._user_record(directory_id, user_id)
@@ -1566,8 +1567,10 @@ class Store:
             updated = {k: v for k, v in record.items() if k != "password_hash"}
             if password_hash is not None:
                 updated["password_hash"] = password_hash
-            changes[("users", user_id)] = _with_next_session_epoch(updated)
+            updated = _with_next_session_epoch(updated)
+            changes[("users", user_id)] = updated
             self._audit(changes, directory_id, actor, "user.password", user_id)
+        return updated["session_epoch"]
 
     def end_sessions(self, directory_id: str, user_id: str, actor: str) -> None:
         """Sign a user out everywhere: every session opened before now is refused from now on.
