@@ -53,6 +53,7 @@ from store import (
     Store,
     StoreClosed,
     UniquenessError,
+    shown_user_version,
     version_matches,
 )
 
@@ -283,20 +284,21 @@ def user_location(user_id: str) -> str:
     return f"{base_url()}/Users/{user_id}"
 
 
-def render_user(resource: dict) -> dict:
-    """The stored user as the API shows it: meta.location, the groups they are a member of
-    (read-only, RFC 7643 §4.1.2), and the manager's $ref and name."""
-    [(groups, manager_name)] = store().groups_and_manager_names(g.directory_id, [resource])
-    return render_user_with(resource, groups, manager_name)
-
-
 def render_user_with(
     resource: dict, groups: list[tuple[str, str]], manager_name: str | None
 ) -> dict:
-    """The manager is returned as the RFC 7643 §4.3 complex object, never a bare string (Entra
+    """The stored user as the API shows it: meta.location and the version covering what is
+    added here, the groups they are a member of (read-only, RFC 7643 §4.1.2), and the
+    manager's $ref and name.
+
+    The manager is returned as the RFC 7643 §4.3 complex object, never a bare string (Entra
     cannot read one); a manager who has since been deleted is left out."""
     rendered = dict(resource)
-    rendered["meta"] = {**resource["meta"], "location": user_location(resource["id"])}
+    rendered["meta"] = {
+        **resource["meta"],
+        "location": user_location(resource["id"]),
+        "version": shown_user_version(resource["meta"]["version"], groups, manager_name),
+    }
     if groups:
         rendered["groups"] = [
             {
@@ -324,31 +326,36 @@ def render_user_with(
     return rendered
 
 
+UserInputs = tuple[list[tuple[str, str]], str | None]  # groups, manager's name
+
+
 def shape_users(
-    resources: list[dict], attributes: list[str] | None = None, excluded: list[str] | None = None
+    resources: list[dict],
+    attributes: list[str] | None = None,
+    excluded: list[str] | None = None,
+    inputs: list[UserInputs] | None = None,
 ) -> list[dict | EncodedJSON]:
     """Render and apply attributes/excludedAttributes (RFC 7644 §3.4.2.5); without either,
-    the cached encodings of the users' default renderings."""
+    the cached encodings of the users' default renderings. ``inputs`` are the users' groups
+    and managers' names, when the caller has them already."""
+    if inputs is None:
+        inputs = store().groups_and_manager_names(g.directory_id, resources)
     if attributes or excluded:
-        return [project(render_user(r), USER_RESOURCE, attributes, excluded) for r in resources]
-    return [EncodedJSON(encoded) for encoded in default_user_json(resources)]
+        return [
+            project(render_user_with(resource, *found), USER_RESOURCE, attributes, excluded)
+            for resource, found in zip(resources, inputs, strict=True)
+        ]
+    return [EncodedJSON(encoded) for encoded in default_user_json(resources, inputs)]
 
 
-def shape_user(
-    resource: dict, attributes: list[str] | None = None, excluded: list[str] | None = None
-) -> dict | EncodedJSON:
-    return shape_users([resource], attributes, excluded)[0]
-
-
-def default_user_json(resources: list[dict]) -> list[bytes]:
+def default_user_json(resources: list[dict], inputs: list[UserInputs]) -> list[bytes]:
     """The users rendered with no attributes parameters and encoded: from the cache for each
     user whose inputs (version, base URL, groups, manager's name) are those it was made from.
 
-    Everything a page shares (directory, base URL, cache) is looked up once per page, and the
-    store is asked once for every user's groups and manager's name.
+    Everything a page shares (base URL, cache) is looked up once per page, and ``inputs``
+    holds every user's groups and manager's name, asked of the store once for the page.
     """
     base, cache = base_url(), rendered_users()
-    inputs = store().groups_and_manager_names(g.directory_id, resources)
     encoded_users = []
     for resource, (groups, manager_name) in zip(resources, inputs, strict=True):
         key = (resource["meta"]["version"], base, manager_name, tuple(groups))
@@ -398,18 +405,38 @@ def rendered_users() -> RenderedUsers:
 
 
 def user_response(resource: dict, status: int = 200) -> Response:
-    return resource_response(resource, shape_user, status)
+    """The user with the version they are shown with; their groups and manager's name are
+    asked of the store once, for both."""
+    inputs = store().groups_and_manager_names(g.directory_id, [resource])
+    version = shown_user_version(resource["meta"]["version"], *inputs[0])
+
+    def shape(resource: dict, *attributes) -> dict | EncodedJSON:
+        return shape_users([resource], *attributes, inputs=inputs)[0]
+
+    return resource_response(resource, shape, status, version)
 
 
-def resource_response(resource: dict, shape: Callable, status: int = 200) -> Response:
+def resource_response(
+    resource: dict, shape: Callable, status: int = 200, version: str | None = None
+) -> Response:
     """A resource with its ETag (RFC 7644 §3.14), shaped by the request's attributes params."""
-    headers = {"ETag": resource["meta"]["version"]}
+    headers = {"ETag": version or shown_version(resource)}
     if status == 201:
         headers["Location"] = resource_location(resource)
     if not request.environ.get("QUERY_STRING"):  # the usual case: no query to parse
         return scim_response(shape(resource), status, headers)
     search = search_request(request.args.to_dict())
     return scim_response(shape(resource, search.attributes, search.excluded), status, headers)
+
+
+def shown_version(resource: dict) -> str:
+    """The version a resource is shown with: a user's also covers their groups and manager's
+    name (see :func:`store.shown_user_version`); a group's is the stored one, which changes
+    with its members and their names."""
+    if resource["meta"]["resourceType"] != "User":
+        return resource["meta"]["version"]
+    [(groups, manager_name)] = store().groups_and_manager_names(g.directory_id, [resource])
+    return shown_user_version(resource["meta"]["version"], groups, manager_name)
 
 
 def resource_location(resource: dict) -> str:
@@ -432,8 +459,11 @@ def entity_tags(header: str) -> tuple[str, ...]:
 def not_modified(resource: dict) -> Response | None:
     """RFC 7644 §3.14 If-None-Match on a GET: 304 when the client's version is current."""
     header = request.headers.get("If-None-Match")
-    if header and version_matches(resource["meta"]["version"], entity_tags(header)):
-        return Response(status=304, headers={"ETag": resource["meta"]["version"]})
+    if not header:
+        return None
+    version = shown_version(resource)
+    if version_matches(version, entity_tags(header)):
+        return Response(status=304, headers={"ETag": version})
     return None
 
 

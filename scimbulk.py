@@ -31,6 +31,7 @@ from scim import (
     request_object,
     resource_location,
     scim_response,
+    shown_version,
 )
 from scimlang import ScimError
 
@@ -153,7 +154,7 @@ def run_bulk_operation(operation: Any, created: dict[str, str]) -> dict:
             created[bulk_id] = resource["id"]
     if resource is not None:
         result["location"] = resource_location(resource)
-        result["version"] = resource["meta"]["version"]
+        result["version"] = shown_version(resource)
     return result
 
 

@@ -118,6 +118,19 @@ def resource_version(resource: dict) -> str:
     return f'W/"{digest}"'
 
 
+def shown_user_version(
+    version: str, groups: list[tuple[str, str]], manager_name: str | None
+) -> str:
+    """The version a user is shown with: the stored one, folded with what the rendering adds
+    from other resources (their groups and the groups' names, the manager's name), so the ETag
+    changes whenever the representation does (RFC 7644 §3.14), as a cache relies on. The
+    groups are sorted, so the version survives a restart that reorders them."""
+    if not groups and manager_name is None:
+        return version
+    digest = hashlib.sha256(compact_json([version, sorted(groups), manager_name])).hexdigest()
+    return f'W/"{digest[:20]}"'
+
+
 def compact_json(value: Any, sort_keys: bool = False) -> bytes:
     """JSON without spaces, by orjson (an order of magnitude faster than json for the
     documents a write journals and hashes); json for what orjson refuses (integers beyond
@@ -1312,7 +1325,7 @@ class Store:
             record = self._user_record(directory_id, user_id)
             if record is None:
                 raise NotFoundError(user_id)
-            self._check_version(record["resource"], expected_version)
+            self._check_user_version(directory_id, record["resource"], expected_version)
             old_resource = record["resource"]
             resource = dict(change(old_resource))
             self._check_user_name_free(directory_id, resource["userName"], user_id)
@@ -1325,6 +1338,8 @@ class Store:
             }
             resource["meta"]["version"] = resource_version(resource)
             changes[("users", user_id)] = {**record, "resource": resource}
+            if resource.get("displayName") != old_resource.get("displayName"):
+                self._renew_groups_of(changes, user_id)
             self._audit(changes, directory_id, actor, "user.update", user_id)
         return resource
 
@@ -1341,17 +1356,24 @@ class Store:
             record = self._user_record(directory_id, user_id)
             if record is None:
                 raise NotFoundError(user_id)
-            self._check_version(record["resource"], expected_version)
+            self._check_user_version(directory_id, record["resource"], expected_version)
             changes[("users", user_id)] = None
             for group_id in self._groups.groups_of.get(user_id, {}):
-                group = self._tables["groups"][group_id]
                 changes[("memberships", group_id)] = _MemberChanges(group_id, leaving=[user_id])
-                resource = copy_json(group["resource"])
-                changes[("groups", group_id)] = self._group_record(group, resource, resource)
+            self._renew_groups_of(changes, user_id)
             self._audit(changes, directory_id, actor, "user.delete", user_id)
             for report_id in self._users.by_manager.get(user_id, ()):
                 changes[("users", report_id)] = self._without_manager(report_id)
                 self._audit(changes, directory_id, actor, "user.manager_removed", report_id)
+
+    def _renew_groups_of(self, changes: dict, user_id: str) -> None:
+        """A new version for each group of the user: a group shows its members' names, and
+        their version must change with what it shows (RFC 7644 §3.14)."""
+        for group_id in self._groups.groups_of.get(user_id, {}):
+            if ("groups", group_id) not in changes:
+                group = self._tables["groups"][group_id]
+                resource = copy_json(group["resource"])
+                changes[("groups", group_id)] = self._group_record(group, resource, resource)
 
     def _without_manager(self, user_id: str) -> dict:
         record = self._tables["users"][user_id]
@@ -1514,6 +1536,8 @@ class Store:
                 resource["meta"]["version"] = resource_version(resource)
                 if record is None:
                     record = {"id": user_id, "directory_id": directory_id}
+                elif resource.get("displayName") != record["resource"].get("displayName"):
+                    self._renew_groups_of(changes, user_id)
                 changes[("users", user_id)] = {**record, "resource": resource}
                 action = "user.update" if "resource" in record else "user.create"
                 self._audit(changes, directory_id, actor, action, user_id)
@@ -1769,13 +1793,15 @@ class Store:
         """For each user: their groups (as :meth:`groups_of_user`) and their manager's
         displayName (as :meth:`display_name_of`, None without a manager). One lock for a whole
         page: what rendering a page of users reads besides the users themselves."""
-        found = []
         with self._lock:
-            for resource in resources:
-                manager_id = manager_of(resource)
-                manager_name = self._display_name(directory_id, manager_id) if manager_id else None
-                found.append((self._groups_of(directory_id, resource["id"]), manager_name))
-        return found
+            return [self._groups_and_manager_name(directory_id, r) for r in resources]
+
+    def _groups_and_manager_name(
+        self, directory_id: str, resource: dict
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        manager_id = manager_of(resource)
+        manager_name = self._display_name(directory_id, manager_id) if manager_id else None
+        return self._groups_of(directory_id, resource["id"]), manager_name
 
     def search_groups(
         self,
@@ -1935,6 +1961,19 @@ class Store:
         """RFC 7644 §3.14 If-Match: a stale version refuses the change."""
         if expected is not None and not version_matches(resource["meta"]["version"], expected):
             raise PreconditionFailed(resource["meta"]["version"])
+
+    def _check_user_version(
+        self, directory_id: str, resource: dict, expected: Versions | None
+    ) -> None:
+        """If-Match for a user: the version SCIM shows (see :func:`shown_user_version`), or
+        the stored one, which the HTML pages plan their edits from."""
+        if expected is None or version_matches(resource["meta"]["version"], expected):
+            return
+        shown = shown_user_version(
+            resource["meta"]["version"], *self._groups_and_manager_name(directory_id, resource)
+        )
+        if not version_matches(shown, expected):
+            raise PreconditionFailed(shown)
 
     # -- directory keys ------------------------------------------------------------------------
 

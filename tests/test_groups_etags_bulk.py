@@ -543,6 +543,80 @@ def test_if_none_match_other_version_is_200(entra, endpoint):
     assert response.json() == resource
 
 
+def current_version(entra: requests.Session, endpoint: str, resource_id: str) -> str:
+    """The version a GET shows, checked against its ETag header."""
+    response = entra.get(f"{entra.base}/{endpoint}/{resource_id}")
+    assert response.headers["ETag"] == response.json()["meta"]["version"]
+    return response.json()["meta"]["version"]
+
+
+def is_cached(entra: requests.Session, endpoint: str, resource_id: str, version: str) -> bool:
+    url = f"{entra.base}/{endpoint}/{resource_id}"
+    return entra.get(url, headers={"If-None-Match": version}).status_code == 304
+
+
+def test_a_users_version_follows_their_groups_and_the_groups_names(entra):
+    """A user shows their groups, so joining, leaving or a group's rename is a new version:
+    a client's cached copy (If-None-Match) must not keep the old groups."""
+    user = create_user(entra)
+    alone = current_version(entra, "Users", user["id"])
+    group = create_group(entra, members=[user["id"]])
+    member = current_version(entra, "Users", user["id"])
+    assert member != alone
+    assert not is_cached(entra, "Users", user["id"], alone)
+    assert is_cached(entra, "Users", user["id"], member)
+
+    patch_group(entra, group["id"], {"op": "Replace", "path": "displayName", "value": "Renamed"})
+    renamed = current_version(entra, "Users", user["id"])
+    assert renamed not in (alone, member)
+    listed = find(entra, "Users", f'id eq "{user["id"]}"')["Resources"][0]
+    assert listed["meta"]["version"] == renamed
+
+    patch_group(entra, group["id"], {"op": "Remove", "path": "members"})
+    assert current_version(entra, "Users", user["id"]) == alone  # the same representation
+
+
+def test_a_users_version_follows_their_managers_name(entra):
+    manager = create_user(entra)
+    manager_ref = {"value": manager["id"]}
+    user = create_user(entra, **{ENTERPRISE: {"manager": manager_ref}})
+    before = current_version(entra, "Users", user["id"])
+    response = patch(
+        entra, f"/Users/{manager['id']}", {"op": "Replace", "path": "displayName", "value": "Bo"}
+    )
+    assert response.status_code == 200, response.text
+    after = current_version(entra, "Users", user["id"])
+    assert after != before
+    assert (
+        entra.get(f"{entra.base}/Users/{user['id']}").json()[ENTERPRISE]["manager"]["displayName"]
+        == "Bo"
+    )
+
+    change = {"op": "Replace", "path": "title", "value": "Lead"}
+    stale = patch(entra, f"/Users/{user['id']}", change, headers={"If-Match": before})
+    assert_scim_error(stale, 412)
+    current = patch(entra, f"/Users/{user['id']}", change, headers={"If-Match": after})
+    assert current.status_code == 200, current.text
+    assert current.headers["ETag"] == current.json()["meta"]["version"] != after
+
+
+def test_a_groups_version_follows_its_members_names(entra):
+    user = create_user(entra)
+    group = create_group(entra, members=[user["id"]])
+    before = current_version(entra, "Groups", group["id"])
+    response = patch(
+        entra, f"/Users/{user['id']}", {"op": "Replace", "path": "displayName", "value": "Cy"}
+    )
+    assert response.status_code == 200, response.text
+    after = current_version(entra, "Groups", group["id"])
+    assert after != before
+    assert not is_cached(entra, "Groups", group["id"], before)
+    assert get_group(entra, group["id"])["members"][0]["display"] == "Cy"
+    title = {"op": "Replace", "path": "title", "value": "Only the title"}
+    assert patch(entra, f"/Users/{user['id']}", title).status_code == 200
+    assert current_version(entra, "Groups", group["id"]) == after  # names unchanged
+
+
 def stale_resource(entra: requests.Session, endpoint: str) -> tuple[str, dict]:
     """A resource changed once since its first version: returns (stale version, current)."""
     if endpoint == "Users":
@@ -684,7 +758,8 @@ def test_bulk_creates_users_and_a_group_of_them_by_bulk_id(entra):
     assert [u["userName"] for u in users] == names
     for result, user in zip(results[:2], users, strict=True):
         assert result["location"] == user["meta"]["location"]
-        assert result["version"] == user["meta"]["version"]
+        # Joining the group, later in the batch, changed how the user reads, and so the ETag.
+        assert result["version"] != user["meta"]["version"]
     group = get_group(entra, id_from(results[2]["location"]))
     assert group["displayName"] == group_name
     assert results[2]["location"] == group["meta"]["location"]

@@ -21,12 +21,14 @@ from store import (
     CorruptDataError,
     DataFolderBusy,
     NotFoundError,
+    PreconditionFailed,
     Store,
     StoreClosed,
     UniquenessError,
     ascii_json,
     ascii_json_parts,
     compact_json,
+    shown_user_version,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -391,6 +393,46 @@ def member_ids(store: Store, directory_id: str, group_id: str) -> list[str]:
 
 def memberships_in_snapshot(folder) -> list[dict]:
     return TinyDB(str(folder / DATABASE_FILE)).table("memberships").all()
+
+
+def test_a_user_in_a_group_is_changed_under_their_stored_or_their_shown_version(store, directory):
+    """SCIM shows a version that covers the user's groups; the HTML pages plan their edits
+    from the stored one. If-Match accepts either, and a stale one names the shown version."""
+    here = directory["id"]
+    ana = store.create_user(here, user("ana@contoso.example"), "t")
+    store.create_group(here, group_body(), [ana["id"]], "t")
+    [(groups, manager_name)] = store.groups_and_manager_names(here, [ana])
+    shown = shown_user_version(ana["meta"]["version"], groups, manager_name)
+    assert shown != ana["meta"]["version"]
+
+    def retitle(title):
+        return lambda current: {**current, "title": title}
+
+    stored = (ana["meta"]["version"].removeprefix("W/"),)
+    after_stored = store.update_user(here, ana["id"], retitle("a"), "t", stored)
+    [(groups, _)] = store.groups_and_manager_names(here, [after_stored])
+    now_shown = shown_user_version(after_stored["meta"]["version"], groups, None)
+    with pytest.raises(PreconditionFailed) as refused:
+        store.update_user(here, ana["id"], retitle("b"), "t", (shown.removeprefix("W/"),))
+    assert str(refused.value) == now_shown
+    store.update_user(here, ana["id"], retitle("c"), "t", (now_shown.removeprefix("W/"),))
+    assert store.get_user(here, ana["id"])["title"] == "c"
+
+
+def test_renaming_a_member_gives_their_groups_a_new_version_in_every_write_path(store, directory):
+    here = directory["id"]
+    ana = store.create_user(here, user("ana@contoso.example"), "t")
+    group, _ = store.create_group(here, group_body(), [ana["id"]], "t")
+    versions = [store.get_group(here, group["id"])["meta"]["version"]]
+    store.update_user(here, ana["id"], lambda u: {**u, "title": "Lead"}, "t")
+    assert store.get_group(here, group["id"])["meta"]["version"] == versions[-1]
+    store.update_user(here, ana["id"], lambda u: {**u, "displayName": "Ana B"}, "t")
+    versions.append(store.get_group(here, group["id"])["meta"]["version"])
+    current = store.get_user(here, ana["id"])
+    renamed = {**current, "displayName": "Ana C"}
+    store.import_users(here, [], [(ana["id"], current["meta"]["version"], renamed)], "t")
+    versions.append(store.get_group(here, group["id"])["meta"]["version"])
+    assert len(set(versions)) == 3
 
 
 def test_ids_that_are_no_users_of_the_directory_are_skipped_and_each_audited(store, directory):
