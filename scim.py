@@ -476,20 +476,26 @@ def storable_user(body: Any, own_id: str | None = None) -> dict:
 
 def check_manager(user: dict, own_id: str | None) -> None:
     """Drop an empty manager; refuse a user as their own manager. (That the manager is a user
-    of the directory is checked by the store, under its lock.)"""
-    manager = user.get(ENTERPRISE_USER_URN, {}).get("manager")
+    of the directory is checked by the store, under its lock.)
+
+    The extension object is replaced, never edited: after a PATCH it may be the stored one."""
+    extension = user.get(ENTERPRISE_USER_URN, {})
+    manager = extension.get("manager")
     if manager is None:
         return
     manager_id = manager.get("value")
     if not manager_id:
-        user[ENTERPRISE_USER_URN].pop("manager")
-        if not user[ENTERPRISE_USER_URN]:
+        rest = {key: value for key, value in extension.items() if key != "manager"}
+        if rest:
+            user[ENTERPRISE_USER_URN] = rest
+        else:
             user.pop(ENTERPRISE_USER_URN)
             user["schemas"] = [CORE_USER_URN]
         return
     if manager_id == own_id:
         raise ScimError(400, "manager: a user cannot be their own manager", "invalidValue")
-    user[ENTERPRISE_USER_URN]["manager"] = {"value": manager_id}
+    if manager != {"value": manager_id}:
+        user[ENTERPRISE_USER_URN] = {**extension, "manager": {"value": manager_id}}
 
 
 def stored_change(write: Callable[[], dict]) -> dict:

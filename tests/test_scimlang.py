@@ -702,6 +702,44 @@ def test_patch_returns_a_new_resource():
 
 
 @pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "replace", "path": "active", "value": "False"},
+        {"op": "replace", "path": "name.givenName", "value": "Babs"},
+        {"op": "add", "path": "emails", "value": [{"type": "other", "value": "b@x"}]},
+        {"op": "replace", "path": "emails", "value": [{"type": "work", "value": "w@x"}]},
+        {"op": "replace", "path": 'emails[type eq "work"].value', "value": "w@x"},
+        {"op": "replace", "path": 'emails[type eq "work"].primary', "value": False},
+        {"op": "add", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+1 555"},
+        {"op": "remove", "path": 'emails[type eq "home"]'},
+        {"op": "remove", "path": 'emails[type eq "work"].primary'},
+        {"op": "remove", "path": "emails", "value": [{"value": "babs@jensen.org"}]},
+        {"op": "remove", "path": "name.familyName"},
+        {"op": "remove", "path": "ims"},
+        {"op": "replace", "value": {"name": {"givenName": "B"}, "emails": [{"value": "p@x"}]}},
+        {"op": "replace", "value": {"name.familyName": "J", "title": "Guide"}},
+        {"op": "replace", "path": f"{ENTERPRISE}:manager", "value": "m2"},
+        {"op": "replace", "path": f"{ENTERPRISE}:manager.value", "value": "m3"},
+        {"op": "remove", "path": f"{ENTERPRISE}:manager"},
+        {"op": "remove", "path": f"{ENTERPRISE}:department"},
+        {"op": "add", "path": ENTERPRISE, "value": {"department": "Sales"}},
+        {"op": "replace", "value": {ENTERPRISE: {"department": "Ops"}}},
+        {"op": "remove", "path": ENTERPRISE},
+    ],
+)
+def test_patch_never_changes_the_resource_it_is_given(operation):
+    """The result shares the values no operation touched, so every write under a value must
+    go to the result's own copy: the stored resource is what PATCH is given."""
+    resource = copy.deepcopy(BJENSEN)
+    patched = patch(resource, operation)
+    assert resource == BJENSEN
+    assert patched != BJENSEN
+    patched_again = patch(resource, operation, operation)
+    assert resource == BJENSEN
+    assert patched_again["schemas"] == patched["schemas"]
+
+
+@pytest.mark.parametrize(
     ("operations", "scim_type"),
     [
         ([], "invalidSyntax"),
