@@ -555,6 +555,12 @@ def is_cached(entra: requests.Session, endpoint: str, resource_id: str, version:
     return entra.get(url, headers={"If-None-Match": version}).status_code == 304
 
 
+def rename_user(entra: requests.Session, user_id: str, display_name: str) -> None:
+    rename = {"op": "Replace", "path": "displayName", "value": display_name}
+    response = patch(entra, f"/Users/{user_id}", rename)
+    assert response.status_code == 200, response.text
+
+
 def test_a_users_version_follows_their_groups_and_the_groups_names(entra):
     """A user shows their groups, so joining, leaving or a group's rename is a new version:
     a client's cached copy (If-None-Match) must not keep the old groups."""
@@ -581,10 +587,7 @@ def test_a_users_version_follows_their_managers_name(entra):
     manager_ref = {"value": manager["id"]}
     user = create_user(entra, **{ENTERPRISE: {"manager": manager_ref}})
     before = current_version(entra, "Users", user["id"])
-    response = patch(
-        entra, f"/Users/{manager['id']}", {"op": "Replace", "path": "displayName", "value": "Bo"}
-    )
-    assert response.status_code == 200, response.text
+    rename_user(entra, manager["id"], "Bo")
     after = current_version(entra, "Users", user["id"])
     assert after != before
     assert (
@@ -604,10 +607,7 @@ def test_a_groups_version_follows_its_members_names(entra):
     user = create_user(entra)
     group = create_group(entra, members=[user["id"]])
     before = current_version(entra, "Groups", group["id"])
-    response = patch(
-        entra, f"/Users/{user['id']}", {"op": "Replace", "path": "displayName", "value": "Cy"}
-    )
-    assert response.status_code == 200, response.text
+    rename_user(entra, user["id"], "Cy")
     after = current_version(entra, "Groups", group["id"])
     assert after != before
     assert not is_cached(entra, "Groups", group["id"], before)
