@@ -1031,12 +1031,11 @@ def _check_mutability(target: _PatchTarget) -> None:
             raise _bad_request("mutability", f"{attr.name!r} is {attr.mutability}")
 
 
-def _container(resource: dict, target: _PatchTarget) -> dict:
+def _container(resource: _CopyOnWrite, target: _PatchTarget) -> dict:
     """The object holding the target's attribute: the resource itself, or its extension's
     object; what the caller may change in place there is the resource's own copy."""
     urn = target.urn
-    if isinstance(resource, _CopyOnWrite):
-        resource.own(urn or target.attr.name)
+    resource.own(urn or target.attr.name)
     if urn is None:
         return resource
     found = resource.get(urn)
