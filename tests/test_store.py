@@ -291,6 +291,24 @@ def test_an_update_keeps_the_users_place_in_an_unfiltered_list(store, directory)
     assert (total, [u["id"] for u in page]) == (3, ids[1:])
 
 
+@pytest.mark.parametrize("content", [b"", b" \n\t"])
+def test_an_empty_or_blank_snapshot_is_an_empty_database(tmp_path, content):
+    (tmp_path / DATABASE_FILE).write_bytes(content)
+    store = Store(str(tmp_path))
+    assert store.list_directories() == []
+    store.create_directory("Contoso")
+    store.close()
+    again = Store(str(tmp_path))
+    assert [d["name"] for d in again.list_directories()] == ["Contoso"]
+    again.close()
+
+
+def test_a_cut_snapshot_is_refused_not_read_as_empty(tmp_path):
+    (tmp_path / DATABASE_FILE).write_bytes(b'{"directories": {"1": {"id": "a"')
+    with pytest.raises(ValueError):
+        Store(str(tmp_path))
+
+
 def test_closing_twice_is_harmless_and_frees_the_folder(tmp_path):
     store = Store(str(tmp_path))
     store.create_directory("Contoso")
