@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import create_app
+from app import create_app, request_log
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,8 +37,7 @@ def request_log_lines_stay_with_their_test():
     """The request log writes in batches a fifth of a second apart; flushing it as each test
     ends puts an in-process app's lines in that test's captured output, not a later one's."""
     yield
-    for handler in logging.getLogger("roster.requests").handlers:
-        handler.flush()
+    request_log().flush()
 
 
 @pytest.fixture
