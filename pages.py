@@ -17,7 +17,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     request,
@@ -43,6 +42,8 @@ bp = Blueprint("pages", __name__)
 PAGE_SIZE = 20
 SETUP_ACTOR = "first-run setup"
 THROTTLE = "roster.sign_in_throttle"
+# The identity provider origins a page's forms post to; app.SecurityHeaders allows them.
+FORM_ACTION_ORIGINS = "roster.form_action_origins"
 
 
 def store() -> Store:
@@ -157,7 +158,7 @@ def login_page(
         chosen = directories[0]
     origin = auth.form_action_origin(chosen) if chosen else None
     if origin:
-        g.form_action_origins = [origin]
+        request.environ[FORM_ACTION_ORIGINS] = [origin]
     page = render_template(
         "login.html",
         directories=directories,

@@ -737,6 +737,28 @@ def test_an_administrator_sees_the_admin_pages_and_link(site, fresh):
     assert 'href="/admin"' in client.get("/").text
 
 
+def test_only_the_login_page_of_a_provider_lets_its_form_lead_to_the_provider(site):
+    app, store, default = site
+    microsoft = store.create_directory("Fabrikam")
+    settings = {"tenant": "fabrikam.example", "client_id": "c", "client_secret": "s"}
+    store.update_directory(
+        microsoft["id"], {"auth_method": "microsoft", "microsoft": settings}, "test"
+    )
+    client = app.test_client()
+    chosen = client.get(f"/login?directory={microsoft['id']}")
+    authority = app.config["MICROSOFT_AUTHORITY"].rstrip("/")
+    assert f"form-action 'self' {authority};" in chosen.headers["Content-Security-Policy"]
+    other = client.get(f"/login?directory={default['id']}")
+    assert "form-action 'self';" in other.headers["Content-Security-Policy"]
+
+
+def test_an_api_answer_carries_each_security_header_once(client):
+    response = client.get("/v2/Users")  # no key: a SCIM 401
+    assert response.status_code == 401
+    for name in ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options"):
+        assert len(response.headers.getlist(name)) == 1, name
+
+
 def test_every_page_carries_the_security_headers(client):
     response = client.get("/login")
     assert response.headers["X-Frame-Options"] == "DENY"
