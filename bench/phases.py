@@ -60,6 +60,7 @@ class Bench:
     checks: list[str] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     load_average: float = 0.0
+    quiet_wait: float = 0.0  # seconds spent waiting for Roster's background work
 
     def measure(
         self,
@@ -73,14 +74,18 @@ class Bench:
         """Run the same requests on the limit and on Roster, alternating, and add the row.
 
         The items go in ``ROUNDS`` slices, each run on the limit and then on Roster, so a burst
-        of load from elsewhere on the machine lands on both sides of the ratio.
+        of load from elsewhere on the machine lands on both sides of the ratio. Each slice starts
+        once Roster is quiet: a compaction started by the previous slice's writes would
+        otherwise land on whichever slice came next.
         """
         clients = clients or self.clients
         limit, roster = Measurement(), Measurement()
         rounds = min(ROUNDS, len(items)) or 1
         for number in range(rounds):
             part = items[number * len(items) // rounds : (number + 1) * len(items) // rounds]
+            self.quiet_wait += self.roster.wait_until_quiet()
             limit.append(run_load(self.limit, self.token, part, step, clients))
+            self.quiet_wait += self.roster.wait_until_quiet()
             roster.append(run_load(self.roster, self.token, part, roster_step or step, clients))
             if len(items) >= 10_000:
                 self.progress(f"{name}: round {number + 1} of {rounds}")

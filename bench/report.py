@@ -129,7 +129,7 @@ def client_cpu_ms(measurement: Measurement) -> float:
     return 1000 * measurement.client_cpu_seconds / measurement.requests
 
 
-def context_line(rows: list[Row], load_average: float) -> str:
+def context_line(rows: list[Row], load_average: float, quiet_wait: float) -> str:
     """How busy the load generator and the machine were: a low limit may be their doing."""
     measured = [row for row in rows if row.limit is not None and row.limit.requests]
     spent = sum(row.limit.client_cpu_seconds for row in measured)
@@ -137,7 +137,8 @@ def context_line(rows: list[Row], load_average: float) -> str:
     per_request = f"{1000 * spent / sent:.2f}" if sent else "-"
     return (
         f"load generator CPU ms/req on the limit runs: {per_request}; "
-        f"1-minute load average at start: {load_average:.2f} on {os.cpu_count()} CPUs"
+        f"1-minute load average at start: {load_average:.2f} on {os.cpu_count()} CPUs; "
+        f"{quiet_wait:.0f} s waited for Roster to finish background work before slices"
     )
 
 

@@ -78,7 +78,7 @@ def print_report(bench: Bench, args: argparse.Namespace) -> None:
         *([*priced, ""] if priced else []),
         *report.target_lines(results, args.users),
         "",
-        report.context_line(bench.rows, bench.load_average),
+        report.context_line(bench.rows, bench.load_average, bench.quiet_wait),
         *bench.checks,
     ]
     errors = report.failures(bench.rows)
@@ -92,6 +92,7 @@ def print_report(bench: Bench, args: argparse.Namespace) -> None:
             "clients": args.clients,
             "sample": args.sample,
             "load_average_at_start": bench.load_average,
+            "seconds_waited_for_quiet": round(bench.quiet_wait, 1),
         }
         document = report.results_json(bench.rows, results, config, bench.checks)
         args.json.write_text(json.dumps(document, indent=2))

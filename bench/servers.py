@@ -141,6 +141,26 @@ class Server:
         fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    def wait_until_quiet(
+        self, window: float = 0.5, busy_share: float = 0.05, timeout: float = 120.0
+    ) -> float:
+        """Wait until the process uses under ``busy_share`` of a core over ``window`` seconds;
+        the seconds waited are returned.
+
+        A write can start a compaction that runs on in the background for seconds after the
+        writes that started it are answered; a slice measured meanwhile, on either server,
+        shares the two cores with it.
+        """
+        started = time.monotonic()
+        before = self.cpu_seconds()
+        while time.monotonic() - started < timeout:
+            time.sleep(window)
+            after = self.cpu_seconds()
+            if after - before < busy_share * window:
+                break
+            before = after
+        return time.monotonic() - started
+
     def cpu_sample(self) -> CpuSample:
         """The process's CPU in clock ticks and, per live thread, in nanoseconds."""
         threads = {}
