@@ -142,7 +142,7 @@ class SecurityHeaders:
 
     Added as plain tuples at ``start_response``: through werkzeug's ``Headers`` the four cost
     about 90,000 instructions per request (a check of each value as it is added and again as
-    it is sent), an eighth of a GET by id. A page whose form leads to an identity provider
+    it is sent), over a tenth of a GET by id. A page whose form leads to an identity provider
     (the login page) names the provider's origin in the environ under
     ``pages.FORM_ACTION_ORIGINS``, since browsers hold the redirect after a form submission
     to ``form-action`` as well.

@@ -10,6 +10,8 @@ from scimlang import (
     Filter,
     ResourceSchema,
     ScimError,
+    _FilterParser,
+    _string_equality,
     apply_patch,
     compile_filter,
     equality_terms,
@@ -838,3 +840,45 @@ def test_a_member_without_a_user_id_is_invalid_value(value):
     with pytest.raises(ScimError) as raised:
         split_member_operations(operations)
     assert (raised.value.status, raised.value.scim_type) == (400, "invalidValue")
+
+
+def _outcome(parse, text: str):
+    try:
+        return parse(text)
+    except ScimError as error:
+        return (error.status, error.scim_type, error.detail)
+
+
+QUICKLY_READ = [
+    'userName eq "ana@contoso.example"',
+    '  userName   EQ   "x"  ',
+    'userName Eq ""',
+    'emails.value eq "ana@contoso.example"',
+    f'{ENTERPRISE}:employeeNumber eq "E1"',
+    'externalId eq "a \\"quoted\\" id"',
+    'displayName eq "\\u00e9l\\u00e8ve"',
+    'displayName eq "Zoë Ødegård"',
+]
+LEFT_TO_THE_PARSER = [
+    'not eq "x"',
+    'AND eq "x"',
+    'Or eq "x"',
+    'userName eq "bad \\x escape"',
+    'userName eq "a raw\ttab"',
+    '1userName eq "x"',
+    'user-name.first.second eq "x"',
+    'userName eq"x"',
+    "userName eq 5",
+    'userName eq "x" and title eq "y"',
+    'userName eq "x" )',
+    'emails[type eq "work"].value eq "x"',
+    'userName eq "x',
+]
+
+
+@pytest.mark.parametrize("text", QUICKLY_READ + LEFT_TO_THE_PARSER)
+def test_the_quick_reading_of_attr_eq_string_gives_what_the_parser_gives(text):
+    """parse_filter reads Entra's ``attr eq "value"`` without the parser; anything it reads
+    must come out as the parser reads it, and anything else, refusals too, is the parser's."""
+    assert (_string_equality(text) is not None) == (text in QUICKLY_READ)
+    assert _outcome(parse_filter, text) == _outcome(lambda t: _FilterParser(t).parse(), text)
