@@ -34,10 +34,13 @@ TIMEOUT_MS = 15_000
 
 @pytest.fixture(autouse=True)
 def request_log_lines_stay_with_their_test():
-    """The request log writes in batches a fifth of a second apart; flushing it as each test
-    ends puts an in-process app's lines in that test's captured output, not a later one's."""
+    """The request log writes in batches a fifth of a second apart, from its own thread, to
+    whatever stderr is then, which between two tests is the terminal. In tests it writes only
+    when each test ends, so an in-process app's lines land in that test's captured output."""
+    log = request_log()
+    log.interval = 3600
     yield
-    request_log().flush()
+    log.flush()
 
 
 @pytest.fixture
