@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from tinydb.storages import Storage
@@ -142,30 +142,43 @@ def compact_json(value: Any, sort_keys: bool = False) -> bytes:
         return json.dumps(value, sort_keys=sort_keys, separators=(",", ":")).encode()
 
 
-def ascii_json(value: Any) -> bytes:
-    return b"".join(ascii_json_parts(value))
+def parse_json(data: bytes) -> Any:
+    """What :func:`compact_json` wrote, read back: by orjson, or by json for what orjson
+    refuses. json writes a lone surrogate (which a request body parsed by json may carry) as a
+    ``\\ud800`` escape that orjson will not read; a data folder holding one must still open."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
-def ascii_json_parts(value: Any, part_size: int = 1 << 20) -> Iterator[bytes]:
-    """Compact JSON in ASCII alone, non-ASCII text as ``\\u`` escapes, as ``json.dumps`` writes
-    it, but by orjson: a 155 MB snapshot in 0.3 s instead of 2 s, all of it holding the GIL
-    that requests wait for. ASCII, because TinyDB opens its file in the locale's encoding.
+def snapshot_lines(database: dict[str, dict[str, Any]]) -> Iterator[bytes]:
+    """A TinyDB database as one JSON object, laid out one document per line.
 
-    Escaped a part at a time, each cut before an ASCII byte (never inside a character): a
-    whole snapshot decoded at once would be a string of up to four bytes per character.
+    ``{"users":{`` opens the first table and ``},"keys":{`` each next one; every line between
+    is one ``"number":{...}`` member, with a comma unless it is its table's last; ``}}`` closes
+    the last table. TinyDB reads it as any JSON; Roster reads it back a line at a time
+    (:func:`_parse_snapshot_lines`), so neither side ever holds the whole file or a parse of
+    it in memory: at 100,000 users that was 150 MB of text and 300 MB of orjson's parse tree.
     """
-    data = compact_json(value)
-    if data.isascii():
-        yield data
+    if not database:
+        yield b"{}\n"
         return
-    start, size = 0, len(data)
-    while start < size:
-        end = min(start + part_size, size)
-        while end < size and data[end] >= 0x80:
-            end += 1
-        part = data[start:end]
-        yield part if part.isascii() else part.decode().encode("ascii", _JSON_ESCAPE)
-        start = end
+    opening = b"{"
+    for name, table in database.items():
+        yield opening + _ascii(compact_json(name)) + b":{\n"
+        opening = b"},"
+        last = len(table) - 1
+        for number, (key, document) in enumerate(table.items()):
+            member = compact_json({key: document})[1:-1]
+            yield _ascii(member) + (b",\n" if number < last else b"\n")
+    yield b"}}\n"
+
+
+def _ascii(data: bytes) -> bytes:
+    """Compact JSON in ASCII alone, non-ASCII text as ``\\u`` escapes, as ``json.dumps`` writes
+    it: TinyDB opens its file in the locale's encoding."""
+    return data if data.isascii() else data.decode().encode("ascii", _JSON_ESCAPE)
 
 
 def _json_escapes(error: UnicodeEncodeError) -> tuple[str, int]:
@@ -197,14 +210,17 @@ class AtomicJSONStorage(Storage):
         self.path = path
 
     def read(self) -> dict[str, dict[str, Any]] | None:
-        """The database parsed straight from the file's pages: at 100,000 users a copy of the
-        file in memory costs 150 MB and a tenth of the start-up time. Mapping is safe because
-        the snapshot is only ever replaced by a rename, never rewritten in place, so it cannot
+        """Roster's own snapshots a line at a time; any other JSON (TinyDB's, an operator's)
+        whole, from a mapping of the file, never a copy of it. Mapping is safe because the
+        snapshot is only ever replaced by a rename, never rewritten in place, so it cannot
         shrink under the parse."""
         try:
-            with open(self.path, "rb") as handle:
+            with open(self.path, "rb", buffering=_READ_BUFFER) as handle:
                 if os.fstat(handle.fileno()).st_size == 0:
                     return None
+                database = _parse_snapshot_lines(handle)
+                if database is not None:
+                    return database
                 with (
                     mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
                     memoryview(mapped) as text,
@@ -217,14 +233,87 @@ class AtomicJSONStorage(Storage):
         write_json_atomically(self.path, data)
 
 
+_READ_BUFFER = 1 << 20
+_HEAD_MAX = 4096  # a first line longer than any table name is another layout
+_QUOTE = ord('"')
+_FIRST_TABLE = re.compile(rb'\{("(?:[^"\\\n]|\\.)*"):\{\n')
+_NEXT_TABLE = re.compile(rb'\},("(?:[^"\\\n]|\\.)*"):\{\n')
+
+
+def _parse_snapshot_lines(handle: BinaryIO) -> dict[str, dict[str, Any]] | None:
+    """The database, if the file has :func:`snapshot_lines`' layout; None if it has not.
+
+    Every line must be where that layout puts it, so what this returns is what parsing the
+    whole file returns; at the first line out of place (another layout, a cut file) it gives
+    up, and the whole-file parse decides, with its own error for a file that is not JSON.
+    """
+    try:
+        return _snapshot_tables(handle)
+    except ValueError:
+        return None
+
+
+def _snapshot_tables(handle: BinaryIO) -> dict[str, dict[str, Any]] | None:
+    head = handle.readline(_HEAD_MAX)
+    pieces = _snapshot_pieces(handle)
+    if head == b"{}\n":
+        return {} if next(pieces, None) is None else None
+    opening = _FIRST_TABLE.fullmatch(head)
+    if opening is None:
+        return None
+    database: dict[str, dict[str, Any]] = {}
+    table = database[parse_json(opening[1])] = {}
+    member_next, close_next = True, True  # what may follow: member lines, a closing line
+    for piece in pieces:
+        if member_next and piece.startswith(b'"') and piece.endswith(b"\n"):
+            more = piece.endswith(b",\n")
+            table.update(parse_json(b"{" + piece[: -2 if more else -1] + b"}"))
+            member_next, close_next = more, not more
+        elif close_next and piece == b"}}\n":
+            return database if next(pieces, None) is None else None
+        elif close_next and (opening := _NEXT_TABLE.fullmatch(piece)):
+            table = database[parse_json(opening[1])] = {}
+            member_next, close_next = True, True
+        else:
+            return None
+    return None
+
+
+def _snapshot_pieces(handle: BinaryIO) -> Iterator[bytes]:
+    """The rest of the file, a megabyte at a time, as runs of member lines (each parsed by one
+    orjson call, not one per line) and single other lines."""
+    pending = b""
+    while chunk := handle.read(_READ_BUFFER):
+        block = pending + chunk
+        cut = block.rfind(b"\n") + 1
+        pending = block[cut:]
+        yield from _block_pieces(block, cut)
+    if pending:
+        yield pending  # an unterminated tail: not the layout, or a cut file
+
+
+def _block_pieces(block: bytes, size: int) -> Iterator[bytes]:
+    """Split the whole lines before ``size`` where a member line (opening with a quote) meets
+    any other line."""
+    start = 0
+    while start < size:
+        if block[start] == _QUOTE:
+            end = block.find(b"\n}", start, size)
+            end = size if end < 0 else end + 1
+        else:
+            end = block.index(b"\n", start) + 1
+        yield block[start:end]
+        start = end
+
+
 def _parse_database(text: memoryview) -> dict[str, dict[str, Any]] | None:
-    """A file of whitespace alone is an empty database, as an empty one is."""
+    """A file of whitespace alone is an empty database, as an empty one is; what orjson
+    refuses, json decides, as in :func:`parse_json`."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        if bytes(text).strip():
-            raise
-        return None
+        whole = bytes(text)
+        return json.loads(whole) if whole.strip() else None
 
 
 def write_json_atomically(path: str, document: dict) -> None:
@@ -232,9 +321,8 @@ def write_json_atomically(path: str, document: dict) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            for part in ascii_json_parts(document):
-                handle.write(part)
+        with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as handle:
+            handle.writelines(snapshot_lines(document))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_path, path)
@@ -356,26 +444,31 @@ class _DataFolder:
         return tables, seq
 
     def _replay(self, path: str, tables: dict, seq: int, is_last: bool) -> int:
-        """Apply a journal's lines past ``seq``; cut a torn last line (it was never answered)."""
-        with open(path, "rb") as handle:
-            data = handle.read()
+        """Apply a journal's lines past ``seq``; cut a torn last line (it was never answered).
+
+        Read a line at a time: a journal may grow as large as the snapshot before it is folded.
+        """
         good_end = 0
-        for line_end in _line_ends(data):
-            line = data[good_end:line_end]
-            try:
-                entry = orjson.loads(line)
-            except ValueError:
-                raise CorruptDataError(f"{path}: unreadable line at byte {good_end}") from None
-            good_end = line_end
-            if entry["seq"] <= seq:
-                continue
-            if entry["seq"] != seq + 1:
-                if self.read_only:
-                    raise _RaceWithCompaction
-                raise CorruptDataError(f"{path}: journal jumps from seq {seq} to {entry['seq']}")
-            _apply_to_layout(tables, entry["changes"])
-            seq = entry["seq"]
-        if good_end < len(data):  # an unterminated tail: a write that was never answered
+        with open(path, "rb", buffering=_READ_BUFFER) as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # an unterminated tail: a write that was never answered
+                try:
+                    entry = parse_json(line)
+                except ValueError:
+                    raise CorruptDataError(f"{path}: unreadable line at byte {good_end}") from None
+                good_end += len(line)
+                if entry["seq"] <= seq:
+                    continue
+                if entry["seq"] != seq + 1:
+                    if self.read_only:
+                        raise _RaceWithCompaction
+                    jump = f"journal jumps from seq {seq} to {entry['seq']}"
+                    raise CorruptDataError(f"{path}: {jump}")
+                _apply_to_layout(tables, entry["changes"])
+                seq = entry["seq"]
+            torn = good_end < handle.tell()
+        if torn:
             if not is_last:
                 raise CorruptDataError(f"{path}: a torn line before the last journal's end")
             if not self.read_only:
@@ -514,14 +607,6 @@ def _file_size(path: str) -> int:
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
-
-
-def _line_ends(data: bytes) -> Iterator[int]:
-    """Ends of the newline-terminated lines; an unterminated tail was never acknowledged."""
-    start = 0
-    while (end := data.find(b"\n", start)) >= 0:
-        yield end + 1
-        start = end + 1
 
 
 def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,10 +15,12 @@ import uuid
 import pytest
 from tinydb import TinyDB, where
 
+import store as store_module
 from schemas import USER_RESOURCE
 from scimlang import compile_filter, parse_filter, text_terms
 from store import (
     DATABASE_FILE,
+    AtomicJSONStorage,
     CorruptDataError,
     DataFolderBusy,
     NotFoundError,
@@ -25,10 +28,10 @@ from store import (
     Store,
     StoreClosed,
     UniquenessError,
-    ascii_json,
-    ascii_json_parts,
+    _parse_snapshot_lines,
     compact_json,
     shown_user_version,
+    snapshot_lines,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -363,6 +366,7 @@ def test_a_closed_store_refuses_writes(tmp_path):
 
 
 def test_non_ascii_text_survives_the_journal_and_the_snapshot(tmp_path):
+    """A lone surrogate too: a body parsed by json may carry one, and orjson will not read it."""
     store = Store(str(tmp_path))
     directory = store.create_directory("Zürich")
     created = store.create_user(
@@ -370,12 +374,16 @@ def test_non_ascii_text_survives_the_journal_and_the_snapshot(tmp_path):
     )
     store.close()  # compacts: the snapshot is written
     reopened = Store(str(tmp_path))
-    reopened.create_user(directory["id"], user("łukasz@contoso.example"), "t")
+    reopened.create_user(directory["id"], user("łukasz@contoso.example", title="\ud800 lone"), "t")
     reopened._folder.release()  # as a crash would: the last user lives only in the journal
     restarted = Store(str(tmp_path))
     assert restarted.get_user(directory["id"], created["id"])["title"] == "Señora 😀"
     assert restarted.find_user_by_user_name(directory["id"], "ŁUKASZ@contoso.example")
-    restarted.close()
+    restarted.close()  # the lone surrogate goes into the snapshot
+    again = Store(str(tmp_path))
+    lukasz = again.find_user_by_user_name(directory["id"], "łukasz@contoso.example")
+    assert lukasz["title"] == "\ud800 lone"
+    again.close()
     stored = TinyDB(str(tmp_path / DATABASE_FILE)).table("directories").all()
     assert [d["name"] for d in stored] == ["Zürich"]
 
@@ -384,13 +392,87 @@ def test_non_ascii_text_survives_the_journal_and_the_snapshot(tmp_path):
     "text",
     ["plain", "Zürich", "Señora 😀 €", "\u2028 line separator", '\x7f\x00\n"\\', "\ud800 lone"],
 )
-def test_the_snapshot_is_ascii_json_that_reads_back_the_same(text):
-    document = {"users": {"1": {"name": text, text: [text, 1.5, None, True]}}}
-    written = ascii_json(document)
+def test_the_snapshot_is_ascii_json_that_reads_back_the_same(tmp_path, text):
+    document = {"users": {"1": {"name": text, text: [text, 1.5, None, True]}}, text: {}}
+    written = b"".join(snapshot_lines(document))
     assert written.isascii()
     assert json.loads(written) == document  # what TinyDB's JSONStorage reads it with
-    # escaped in parts of a few bytes: no part ends inside a character
-    assert b"".join(ascii_json_parts(document, part_size=3)) == written
+    assert _parse_snapshot_lines(io.BytesIO(written)) == document  # read in pieces, not whole
+    (tmp_path / DATABASE_FILE).write_bytes(written)
+    assert AtomicJSONStorage(str(tmp_path / DATABASE_FILE)).read() == document
+
+
+def test_the_snapshot_holds_one_document_per_line(tmp_path):
+    """Start-up reads it a line at a time, never the whole file at once."""
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    for n in range(3):
+        store.create_user(directory["id"], user(f"u{n}@c.example"), "t")
+    store.close()
+    lines = (tmp_path / DATABASE_FILE).read_bytes().splitlines()
+    users = lines[lines.index(b'},"users":{') + 1 : lines.index(b'},"groups":{')]
+    members = [json.loads(b"{" + line.removesuffix(b",") + b"}") for line in users]
+    assert sorted(doc["resource"]["userName"] for m in members for doc in m.values()) == [
+        "u0@c.example",
+        "u1@c.example",
+        "u2@c.example",
+    ]
+    assert [len(m) for m in members] == [1, 1, 1]
+    assert lines[0] == b'{"directories":{' and lines[-1] == b"}}"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        lambda d: json.dumps(d),  # one line, as TinyDB's own JSONStorage writes it
+        lambda d: json.dumps(d, indent=4),  # an operator's pretty copy
+        lambda d: json.dumps(d, separators=(",", ":")).replace("},", "},\n"),  # lines elsewhere
+        lambda d: b"".join(snapshot_lines(d)).decode() + "\n",  # a blank line after the end
+        lambda d: b"".join(snapshot_lines(d)).decode().removesuffix("\n"),  # no newline at the end
+        lambda d: b"".join(snapshot_lines(d)).decode().replace('":{\n"', '":{ \n"', 1),
+        lambda d: b"".join(snapshot_lines(d)).decode().replace(",\n", "\n", 1),  # a comma lost
+    ],
+)
+def test_a_snapshot_in_any_other_layout_is_read_whole(tmp_path, written):
+    """Lines out of the writer's layout are not guessed at: the whole-file parse decides."""
+    document = {
+        "directories": {"1": {"id": "a", "name": "Zürich"}},
+        "users": {"1": {"id": "u1"}, "2": {"id": "u2", "x": [1, {"y": None}]}},
+        "keys": {},
+    }
+    text = written(document)
+    assert _parse_snapshot_lines(io.BytesIO(text.encode())) is None
+    (tmp_path / DATABASE_FILE).write_text(text, encoding="utf-8")
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            AtomicJSONStorage(str(tmp_path / DATABASE_FILE)).read()
+        return
+    assert AtomicJSONStorage(str(tmp_path / DATABASE_FILE)).read() == expected
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 64, 1 << 20])
+def test_a_snapshot_reads_the_same_whatever_the_read_size(tmp_path, monkeypatch, read_size):
+    """Runs of member lines are cut where the reads end; a cut must not change a value."""
+    document = {
+        "directories": {"1": {"id": "a"}},
+        "users": {str(n): {"id": f"u{n}", "name": "Zoë " * n} for n in range(1, 40)},
+        "groups": {},
+        "keys": {"1": {"id": "k"}},
+    }
+    (tmp_path / DATABASE_FILE).write_bytes(b"".join(snapshot_lines(document)))
+    monkeypatch.setattr(store_module, "_READ_BUFFER", read_size)
+    with open(tmp_path / DATABASE_FILE, "rb") as handle:
+        assert _parse_snapshot_lines(handle) == document
+
+
+@pytest.mark.parametrize("cut", [10, 30, -20, -3, -2])
+def test_a_snapshot_cut_anywhere_is_refused(tmp_path, cut):
+    written = b"".join(snapshot_lines({"users": {"1": {"id": "u1"}, "2": {"id": "u2"}}}))
+    (tmp_path / DATABASE_FILE).write_bytes(written[:cut])
+    with pytest.raises(ValueError):
+        Store(str(tmp_path))
 
 
 def test_compact_json_falls_back_for_what_orjson_refuses():
