@@ -242,7 +242,18 @@ def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw)
+        return refuse_lone_surrogates(json.loads(raw))
+
+
+def refuse_lone_surrogates(value: Any) -> Any:
+    """json reads an escaped lone surrogate (``"\\ud800"``) into a string that is not text:
+    no UTF-8 encoder, orjson's included, writes it out again, so such a user could never be
+    shown. Refused at the door, like any other body that is not JSON text."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("a lone surrogate (\\ud800 to \\udfff) is not a character") from None
+    return value
 
 
 def request_object(what: str) -> dict:
