@@ -415,12 +415,16 @@ def restart(bench: Bench) -> None:
         bench.checks.append("restart skipped: Roster holds no users to look up")
         return
     query = f"/Users?{entra.user_name_query(known[0])}"
+    run_peak = Row("memory_peak_run", None, None, value=bench.roster.peak_rss_mib(), unit="MiB")
+    run_peak.note = "Roster's peak (VmHWM) over every phase before the restart"
     bench.roster.stop()
     bench.roster.launch()
     seconds = bench.roster.wait_until_answering(lambda: answers(bench, query))
     row = Row("restart", None, None, value=seconds, unit="s")
     row.note = f"RSS after restart {bench.roster.rss_mib():.0f} MiB"
-    bench.rows.append(row)
+    start_peak = Row("memory_peak_start", None, None, value=bench.roster.peak_rss_mib(), unit="MiB")
+    start_peak.note = "Roster's peak (VmHWM) while it started, until it answered"
+    bench.rows.extend([row, run_peak, start_peak])
     check_user_count(bench, "after restart")
 
 

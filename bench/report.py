@@ -204,6 +204,13 @@ def targets(rows: list[Row]) -> list[Target]:
         )
     judge("restart <= 5 s", ("restart",), lambda row: row.value, lambda v: v <= 5, " s")
     judge("memory <= 1024 MiB", ("memory",), lambda row: row.value, lambda v: v <= 1024, " MiB")
+    judge(
+        "peak memory, over the run and at start-up, <= 1024 MiB",
+        ("memory_peak_run", "memory_peak_start"),
+        lambda run, start: max(run.value, start.value),
+        lambda v: v <= 1024,
+        " MiB",
+    )
     return results
 
 

@@ -171,10 +171,17 @@ class Server:
 
     def rss_mib(self) -> float:
         """Resident memory (VmRSS) of the server process."""
+        return self._status_mib("VmRSS")
+
+    def peak_rss_mib(self) -> float:
+        """The most resident memory the process has had since it started (VmHWM)."""
+        return self._status_mib("VmHWM")
+
+    def _status_mib(self, field: str) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmRSS for {self.name}")
+        raise RuntimeError(f"no {field} for {self.name}")
 
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():
