@@ -46,6 +46,7 @@ LOCK_FILE = "roster.lock"
 META_TABLE = "roster"
 TEMP_PREFIX = ".roster-"
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
+FREEZE_EVERY_WRITES = 5_000  # see _collect_and_freeze
 TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
 DEFAULT_DIRECTORY = "Default"  # created on first start; the first administrator lives there
 AUTH_METHODS = ("none", "local", "microsoft", "oidc")  # how a directory's people sign in
@@ -1012,6 +1013,19 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _collect_and_freeze() -> None:
+    """Collect the cycles among what was made since the last freeze, and freeze the rest.
+
+    What the writes keep (documents, index entries) lives long and holds no cycle, but each
+    full pass of the cyclic collector, a pause of every thread, walks all of it that is not
+    frozen; the passes come as that grows by a quarter, so they grew with the directory:
+    160 ms after 20,000 creates on top of 100,000 users, 260 ms in a bench run. Frozen every
+    few thousand writes, a pass walks only what the last few thousand made (tens of ms).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Store:
     """The narrow verbs Roster needs, each one atomic under one lock.
 
@@ -1033,6 +1047,7 @@ class Store:
         self._compaction_lock = threading.Lock()
         self._compaction_thread: threading.Thread | None = None
         self._keys_touched: dict[str, float] = {}
+        self._writes_since_freeze = 0
         self._closed = False
         self._folder = _DataFolder(data_dir, read_only)
         self.read_only = read_only
@@ -1127,7 +1142,13 @@ class Store:
             self._apply(changes, doc_keys)
             self._next_doc_key = next_keys
             seq = self._seq
+            self._writes_since_freeze += 1
+            freeze_due = self._writes_since_freeze >= FREEZE_EVERY_WRITES
+            if freeze_due:
+                self._writes_since_freeze = 0
         self._folder.wait_durable(seq)
+        if freeze_due:
+            _collect_and_freeze()
         self._compact_in_background_when_due()
 
     def _doc_keys_for(self, changes: dict) -> tuple[dict[tuple[str, str], str], dict[str, int]]:

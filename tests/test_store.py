@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 
 import pytest
 from tinydb import TinyDB, where
@@ -310,6 +312,35 @@ def test_a_cut_snapshot_is_refused_not_read_as_empty(tmp_path):
     (tmp_path / DATABASE_FILE).write_bytes(b'{"directories": {"1": {"id": "a"')
     with pytest.raises(ValueError):
         Store(str(tmp_path))
+
+
+class _Node:
+    """Something that can sit in a reference cycle (a dict cannot be weakly referenced)."""
+
+
+def test_every_few_thousand_writes_collect_cycles_then_freeze_what_is_kept(tmp_path, monkeypatch):
+    """So that a full pass of the cyclic collector walks only what the last writes made; and
+    a cycle that was garbage before the freeze is collected, not frozen for good."""
+    monkeypatch.setattr(store_module, "FREEZE_EVERY_WRITES", 3)
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")  # write 1
+    was_enabled = gc.isenabled()
+    gc.disable()  # only Roster's own collection may reclaim the cycle below
+    try:
+        cycle = _Node()
+        cycle.itself = cycle
+        dead = weakref.ref(cycle)
+        del cycle
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")  # write 2
+        frozen = gc.get_freeze_count()
+        assert dead() is not None  # not yet: nothing collected
+        store.create_user(directory["id"], user("bo@contoso.example"), "t")  # write 3
+        assert dead() is None
+        assert gc.get_freeze_count() > frozen
+    finally:
+        if was_enabled:
+            gc.enable()
+    store.close()
 
 
 def test_closing_twice_is_harmless_and_frees_the_folder(tmp_path):
