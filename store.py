@@ -158,9 +158,10 @@ def snapshot_lines(database: dict[str, dict[str, Any]]) -> Iterator[bytes]:
 
     ``{"users":{`` opens the first table and ``},"keys":{`` each next one; every line between
     is one ``"number":{...}`` member, with a comma unless it is its table's last; ``}}`` closes
-    the last table. TinyDB reads it as any JSON; Roster reads it back a line at a time
-    (:func:`_parse_snapshot_lines`), so neither side ever holds the whole file or a parse of
-    it in memory: at 100,000 users that was 150 MB of text and 300 MB of orjson's parse tree.
+    the last table. TinyDB reads it as any JSON; Roster writes it a document at a time and
+    reads it back a megabyte at a time (:func:`_parse_snapshot_lines`), never holding the whole
+    file or a parse of it: at 100,000 users that was 150 MB of text and 300 MB of orjson's
+    parse tree, on top of the data.
     """
     if not database:
         yield b"{}\n"
@@ -211,12 +212,12 @@ class AtomicJSONStorage(Storage):
         self.path = path
 
     def read(self) -> dict[str, dict[str, Any]] | None:
-        """Roster's own snapshots a line at a time; any other JSON (TinyDB's, an operator's)
-        whole, from a mapping of the file, never a copy of it. Mapping is safe because the
+        """Roster's own snapshots in pieces; any other JSON (TinyDB's, an operator's) whole,
+        from a mapping of the file, never a copy of it. Mapping is safe because the
         snapshot is only ever replaced by a rename, never rewritten in place, so it cannot
         shrink under the parse."""
         try:
-            with open(self.path, "rb", buffering=_READ_BUFFER) as handle:
+            with open(self.path, "rb", buffering=_IO_BUFFER) as handle:
                 if os.fstat(handle.fileno()).st_size == 0:
                     return None
                 database = _parse_snapshot_lines(handle)
@@ -234,7 +235,7 @@ class AtomicJSONStorage(Storage):
         write_json_atomically(self.path, data)
 
 
-_READ_BUFFER = 1 << 20
+_IO_BUFFER = 1 << 20
 _HEAD_MAX = 4096  # a first line longer than any table name is another layout
 _QUOTE = ord('"')
 _FIRST_TABLE = re.compile(rb'\{("(?:[^"\\\n]|\\.)*"):\{\n')
@@ -284,7 +285,7 @@ def _snapshot_pieces(handle: BinaryIO) -> Iterator[bytes]:
     """The rest of the file, a megabyte at a time, as runs of member lines (each parsed by one
     orjson call, not one per line) and single other lines."""
     pending = b""
-    while chunk := handle.read(_READ_BUFFER):
+    while chunk := handle.read(_IO_BUFFER):
         block = pending + chunk
         cut = block.rfind(b"\n") + 1
         pending = block[cut:]
@@ -322,7 +323,7 @@ def write_json_atomically(path: str, document: dict) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as handle:
+        with os.fdopen(fd, "wb", buffering=_IO_BUFFER) as handle:
             handle.writelines(snapshot_lines(document))
             handle.flush()
             os.fsync(handle.fileno())
@@ -450,7 +451,7 @@ class _DataFolder:
         Read a line at a time: a journal may grow as large as the snapshot before it is folded.
         """
         good_end = 0
-        with open(path, "rb", buffering=_READ_BUFFER) as handle:
+        with open(path, "rb", buffering=_IO_BUFFER) as handle:
             for line in handle:
                 if not line.endswith(b"\n"):
                     break  # an unterminated tail: a write that was never answered

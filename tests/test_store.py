@@ -493,7 +493,7 @@ def test_a_snapshot_reads_the_same_whatever_the_read_size(tmp_path, monkeypatch,
         "keys": {"1": {"id": "k"}},
     }
     (tmp_path / DATABASE_FILE).write_bytes(b"".join(snapshot_lines(document)))
-    monkeypatch.setattr(store_module, "_READ_BUFFER", read_size)
+    monkeypatch.setattr(store_module, "_IO_BUFFER", read_size)
     with open(tmp_path / DATABASE_FILE, "rb") as handle:
         assert _parse_snapshot_lines(handle) == document
 
