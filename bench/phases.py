@@ -110,12 +110,12 @@ class Bench:
         return requests.get(f"{self.roster.url}/v2{path}", headers=headers, timeout=120)
 
 
-# -- provisioning -------------------------------------------------------------------------------
-
-
 def one_round(items: Sequence, number: int, rounds: int = ROUNDS) -> Sequence:
     """The ``number``-th of ``rounds`` consecutive slices of ``items``, as even as they come."""
     return items[number * len(items) // rounds : (number + 1) * len(items) // rounds]
+
+
+# -- provisioning -------------------------------------------------------------------------------
 
 
 def created_id(response: requests.Response | None) -> str | None:
@@ -281,7 +281,7 @@ def groups(bench: Bench) -> None:
     The first target compares one batch added to an empty group with one added to a group of
     10,000 (or as many as this run's users allow); both are sent by one client, one batch at a
     time, as Entra sends a group's batches, in alternating rounds that each start once Roster is
-    quiet (a round of 20 requests is short enough for one background pass to swing it).
+    quiet: one background pass during a short single-client slice would swing the ratio.
 
     Then the two big operations of issue 4, each priced in ordinary requests (a GET of one
     user by id, measured alongside them, also by one client): 1,000 members added in one PATCH
