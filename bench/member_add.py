@@ -74,27 +74,40 @@ def round_cpu_ms(app: Flask, environs: list[dict], status: int) -> float:
     return spent * 1000 / len(environs)
 
 
-def measure(users: int, rounds: int, data_dir: str) -> tuple[list[float], list[float]]:
-    """Create the users and empty groups, then the rounds: CPU ms per PATCH and per GET."""
-    app = create_app({"DATA_DIR": data_dir, "PUBLIC_URL": "http://127.0.0.1/"})
-    store = app.extensions["roster.store"]
-    directory_id = store.list_directories()[0]["id"]
-    _key, token = create_directory_key(store, directory_id, "member_add", "bench")
+class InProcess:
+    """Roster's WSGI app on a fresh data folder, with a directory key, called directly."""
 
-    def environ(request: Request) -> dict:
+    def __init__(self, data_dir: str) -> None:
+        self.app = create_app({"DATA_DIR": data_dir, "PUBLIC_URL": "http://127.0.0.1/"})
+        self.store = self.app.extensions["roster.store"]
+        self.directory_id = self.store.list_directories()[0]["id"]
+        _key, self.token = create_directory_key(self.store, self.directory_id, "bench", "bench")
+
+    def environ(self, request: Request) -> dict:
         method, path, body = request
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {self.token}"}
         builder = EnvironBuilder(
             path=path, method=method, data=body, content_type=SCIM_JSON, headers=headers
         )
         return builder.get_environ()
 
-    def created_id(request: Request) -> str:
-        status, body = serve(app, environ(request))
+    def created_id(self, request: Request) -> str:
+        status, body = serve(self.app, self.environ(request))
         if status != 201:
             raise SystemExit(f"{request[0]} {request[1]}: {status} {body[:300]!r}")
         return json.loads(body)["id"]
 
+    def send(self, request: Request, expected: int) -> None:
+        status, body = serve(self.app, self.environ(request))
+        if status != expected:
+            raise SystemExit(f"{request[0]} {request[1]}: {status} {body[:300]!r}")
+
+
+def measure(users: int, rounds: int, data_dir: str) -> tuple[list[float], list[float]]:
+    """Create the users and empty groups, then the rounds: CPU ms per PATCH and per GET."""
+    roster = InProcess(data_dir)
+    app, store, directory_id = roster.app, roster.store, roster.directory_id
+    environ, created_id = roster.environ, roster.created_id
     user_ids = [
         created_id(("POST", "/v2/Users", entra.user_body(index, None))) for index in range(users)
     ]
