@@ -29,7 +29,8 @@ import os
 import statistics
 import tempfile
 import time
-from contextlib import redirect_stderr
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 
 from flask import Flask
 from werkzeug.test import EnvironBuilder
@@ -72,6 +73,17 @@ def round_cpu_ms(app: Flask, environs: list[dict], status: int) -> float:
     if wrong:
         raise SystemExit(f"expected {status}, got {wrong[0][0]}: {wrong[0][1][:300]!r}")
     return spent * 1000 / len(environs)
+
+
+@contextmanager
+def quiet_data_folder(prefix: str) -> Iterator[str]:
+    """A temp data folder, removed after; the request log (stderr) goes to /dev/null meanwhile."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as data_dir,
+        open(os.devnull, "w") as request_log,
+        redirect_stderr(request_log),
+    ):
+        yield data_dir
 
 
 class InProcess:
@@ -162,11 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.users < MEMBERS:
         parser.error(f"--users must be at least {MEMBERS}")
-    with (
-        tempfile.TemporaryDirectory(prefix="roster-member-add-") as data_dir,
-        open(os.devnull, "w") as request_log,
-        redirect_stderr(request_log),
-    ):
+    with quiet_data_folder("roster-member-add-") as data_dir:
         patches, gets = measure(args.users, args.rounds, data_dir)
     report(patches, gets)
 

@@ -19,13 +19,10 @@ caches) joined an empty group 10 % cheaper than 50 new ones joined the full grou
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
-from contextlib import redirect_stderr
 
 from bench import entra
-from bench.member_add import InProcess, round_cpu_ms
+from bench.member_add import InProcess, quiet_data_folder, round_cpu_ms
 
 FILL = 10_000
 
@@ -86,11 +83,7 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=200, help="PATCHes to each side (200)")
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory(prefix="roster-member-batch-") as data_dir,
-        open(os.devnull, "w") as request_log,
-        redirect_stderr(request_log),
-    ):
+    with quiet_data_folder("roster-member-batch-") as data_dir:
         to_empty, to_full, size = measure(args.requests, data_dir)
     report(to_empty, to_full, size)
 
