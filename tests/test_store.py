@@ -6,6 +6,7 @@ import gc
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 import uuid
 import weakref
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tinydb import TinyDB, where
@@ -32,8 +34,10 @@ from store import (
     UniquenessError,
     _parse_snapshot_lines,
     compact_json,
+    new_id,
     shown_user_version,
     snapshot_lines,
+    utc_now,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +73,24 @@ def test_after_close_the_file_is_a_tinydb_database_keyed_by_our_ids(store, direc
     assert stored["directory_id"] == directory["id"]
     actions = [entry["action"] for entry in database.table("audit").all()]
     assert actions == ["directory.create", "user.create"]
+
+
+def test_new_ids_are_random_uuids_in_their_usual_text_form():
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+
+
+def test_utc_now_is_rfc3339_utc_with_milliseconds_and_keeps_up_with_the_clock():
+    for _ in range(3):  # each second's text is formatted once, then reused within the second
+        before = datetime.now(UTC) - timedelta(milliseconds=1)  # utc_now drops the microseconds
+        stamp = utc_now()
+        after = datetime.now(UTC)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+        assert before <= datetime.fromisoformat(stamp.replace("Z", "+00:00")) <= after
+        time.sleep(0.6)
 
 
 def test_user_name_is_unique_per_directory_ignoring_case(store, directory):
