@@ -41,6 +41,7 @@ bp = Blueprint("pages", __name__)
 
 PAGE_SIZE = 20
 SETUP_ACTOR = "first-run setup"
+SETUP_PATH = "/setup/"  # the one-time link: /setup/<token>, a secret the request log leaves out
 THROTTLE = "roster.sign_in_throttle"
 # The identity provider origins a page's forms post to; app.SecurityHeaders allows them.
 FORM_ACTION_ORIGINS = "roster.form_action_origins"
@@ -70,7 +71,7 @@ def signed_in_account() -> dict:
 # -- first run ----------------------------------------------------------------------------------
 
 
-@bp.route("/setup/<token>", methods=["GET", "POST"])
+@bp.route(f"{SETUP_PATH}<token>", methods=["GET", "POST"])
 def setup(token: str) -> Any:
     """The one-time link printed at start: creates the first administrator, in the Default
     directory, which then uses local accounts. Gone (404) once used or once an administrator

@@ -62,6 +62,7 @@ bp = Blueprint("scim", __name__, url_prefix="/v2")
 SCIM_MEDIA_TYPE = "application/scim+json"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+KEY_NAME = "roster.key_name"  # the environ entry naming the verified key, for the request log
 ENDPOINT_NAMES = ("Users", "Groups", "Schemas", "ResourceTypes", "ServiceProviderConfig", "Bulk")
 RESOURCE_TYPES = {
     "User": {
@@ -204,6 +205,7 @@ def require_directory_key() -> Response | None:
     g.key = key
     g.actor = key["name"]
     g.directory_id = key["directory_id"]
+    request.environ[KEY_NAME] = key["name"]
     store().touch_key(key["id"])
     return None
 

@@ -440,6 +440,22 @@ def test_the_request_log_never_shows_the_setup_token(fresh, capsys):
     assert "GET /setup/[token] 200" in lines[-1]
 
 
+def test_the_request_log_leaves_out_a_mistyped_setup_token_and_the_sign_in_callbacks_code(
+    fresh, capsys
+):
+    _app, client, _path = fresh
+    client.get("/setup/Mistyped-Secret-Link")
+    client.get("/login/oidc/callback?code=Secret-Code-123&state=Secret-State-456")
+    client.get("/v2/Users?filter=userName%20eq%20%22ada%22")
+    request_log().flush()
+    log = capsys.readouterr().err
+    for secret in ("Mistyped-Secret-Link", "Secret-Code-123", "Secret-State-456"):
+        assert secret not in log
+    assert "GET /setup/[token] 404 " in log
+    assert "GET /login/oidc/callback " in log
+    assert "GET /v2/Users?filter=userName%20eq%20%22ada%22 401 " in log  # the query stays
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
