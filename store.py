@@ -819,7 +819,10 @@ class _UserIndex:
 
     def replace(self, old: dict, new: dict) -> None:
         """An update keeps the user's place in the creation order (a dict keeps a key's place
-        when its value changes)."""
+        when its value changes). One that leaves every indexed value as it was, as Entra's
+        disables and most of its updates do, has nothing to change here."""
+        if _indexed_values(old) == _indexed_values(new):
+            return
         self._remove_lookups(old)
         self._add_lookups(new)
         self._fold(new)
@@ -1004,6 +1007,18 @@ def _expand_new_members(table: dict[str, dict], batch: dict) -> None:
     table.update(
         (number, membership_document(group_id, user_id))
         for number, user_id in zip(numbers, batch["user_ids"], strict=True)
+    )
+
+
+def _indexed_values(record: dict) -> tuple:
+    """What :class:`_UserIndex` files a user under: a change elsewhere leaves it as it is."""
+    resource = record["resource"]
+    return (
+        resource["userName"],
+        resource.get("displayName"),
+        resource.get("externalId"),
+        manager_of(resource),
+        record.get("role"),
     )
 
 

@@ -20,7 +20,7 @@ import pytest
 from tinydb import TinyDB, where
 
 import store as store_module
-from schemas import USER_RESOURCE
+from schemas import ENTERPRISE_USER_URN, USER_RESOURCE
 from scimlang import compile_filter, parse_filter, text_terms
 from store import (
     DATABASE_FILE,
@@ -113,6 +113,32 @@ def test_lookups_by_user_name_and_external_id_use_the_indexes(store, directory):
     assert total == 2
     total, _ = store.search_users(directory["id"], equal_terms={"externalid": "x1"})
     assert total == 0  # externalId is caseExact (RFC 7643 §3.1)
+
+
+def test_an_update_refiles_every_indexed_value_it_changes_and_only_those(store, directory):
+    directory_id = directory["id"]
+    boss = store.create_user(directory_id, user("boss@contoso.example"), "t")
+    ana = store.create_user(directory_id, user("ana@contoso.example", externalId="X1"), "t")
+
+    def update(**changes):
+        store.update_user(directory_id, ana["id"], lambda current: {**current, **changes}, "t")
+
+    def found(**terms):
+        return [u["id"] for u in store.search_users(directory_id, equal_terms=terms)[1]]
+
+    update(active=False)  # nothing indexed changes: every lookup still finds her
+    assert found(username="ana@contoso.example") == found(externalid="X1") == [ana["id"]]
+    update(externalId="X2")
+    assert (found(externalid="X1"), found(externalid="X2")) == ([], [ana["id"]])
+    update(displayName="Ana Maria")
+    by_text = store.search_users(  # the folded names narrow the scan: they must be current
+        directory_id,
+        matches=lambda resource: "maria" in resource["displayName"].casefold(),
+        text_terms=[("displayName", "co", "maria")],
+    )
+    assert [u["id"] for u in by_text[1]] == [ana["id"]]
+    update(**{ENTERPRISE_USER_URN: {"manager": {"value": boss["id"]}}})
+    assert [r["id"] for r in store.direct_reports(directory_id, boss["id"])] == [ana["id"]]
 
 
 def test_renaming_a_user_moves_the_index_entry(store, directory):
