@@ -202,7 +202,6 @@ def require_directory_key() -> Response | None:
             "a valid directory key is required: Authorization: Bearer <access token>",
             headers={"WWW-Authenticate": 'Bearer realm="Roster SCIM"'},
         )
-    g.key = key
     g.actor = key["name"]
     g.directory_id = key["directory_id"]
     request.environ[KEY_NAME] = key["name"]

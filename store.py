@@ -856,6 +856,8 @@ class _UserIndex:
         return self._ordered[directory_id]
 
     def _add_lookups(self, record: dict) -> None:
+        """Files the user under what ``_indexed_values`` lists: a new lookup goes there too,
+        or :meth:`replace` would leave it stale."""
         directory_id, resource = record["directory_id"], record["resource"]
         user_id = resource["id"]
         self.by_user_name[(directory_id, resource["userName"].casefold())] = user_id
