@@ -306,7 +306,7 @@ class RequestLogging:
             request_log().add(
                 f"{environ.get('REQUEST_METHOD')} {loggable(logged_target(environ))} "
                 f"{statuses[-1][:3] if statuses else '500'} {elapsed_ms:.1f}ms "
-                f"key={environ.get(scim.KEY_NAME, '-')}"
+                f"key={loggable_name(environ.get(scim.KEY_NAME, '-'))}"
             )
 
 
@@ -399,6 +399,12 @@ def request_target(environ: dict) -> str:
         query = environ.get("QUERY_STRING")
         target = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
     return target
+
+
+def loggable_name(name: str) -> str:
+    """A key's name as it reads, unless it holds a control character (the store refuses
+    them, but a data folder may predate that): then percent-encoded like a path."""
+    return name if name.isprintable() else loggable(name)
 
 
 def loggable(text: str) -> str:

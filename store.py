@@ -2142,10 +2142,13 @@ class Store:
     # -- directory keys ------------------------------------------------------------------------
 
     def create_key(self, directory_id: str, name: str, token_hash: str, actor: str) -> dict:
-        """A new key (``name`` 1-100 characters); the audit log names a key's SCIM changes by
-        its name."""
+        """A new key (``name`` 1-100 printable characters); the audit log names a key's SCIM
+        changes by its name, and the request log each request it verifies, so a newline in a
+        name could forge a log line."""
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= KEY_NAME_MAX:
             raise InvalidValueError(f"name: 1 to {KEY_NAME_MAX} characters")
+        if not name.isprintable():
+            raise InvalidValueError("name: no line breaks, tabs or other control characters")
         key = {
             "id": new_id(),
             "directory_id": directory_id,

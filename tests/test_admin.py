@@ -317,6 +317,14 @@ def test_a_key_needs_a_name_of_1_to_100_characters(site, name):
     assert "access-token" not in response.text and site.store.list_keys() == []
 
 
+@pytest.mark.parametrize("name", ["Entra\nkey=forged", "Entra\tkey", "Entra\u2028key"])
+def test_a_key_name_holds_no_line_breaks_or_control_characters(site, name):
+    response = post(site.admin, f"/admin/directories/{site.default['id']}/keys", name=name)
+    assert response.status_code == 400
+    assert field_error(response.text) == ["Name: no line breaks, tabs or other control characters"]
+    assert "access-token" not in response.text and site.store.list_keys() == []
+
+
 def test_deleting_a_key_stops_its_token(site):
     directory = fabrikam(site)
     _response, token = create_key(site, directory)

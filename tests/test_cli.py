@@ -70,6 +70,13 @@ def test_a_key_for_an_unknown_directory_is_refused(tmp_path):
     assert 'no directory named "Nope"' in result.stderr
 
 
+def test_a_key_name_with_a_line_break_is_refused(tmp_path):
+    data_dir = tmp_path / "data"
+    result = run_cli(data_dir, "key", "create", "--directory", "Default", "--name", "a\nb")
+    assert result.returncode != 0 and "no line breaks" in result.stderr
+    assert run_cli(data_dir, "key", "list").stdout == ""
+
+
 def test_the_secret_key_is_generated_once_and_private(tmp_path):
     data_dir = tmp_path / "data"
     with app_on(data_dir) as first:

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 import auth
-from app import create_app, request_log, served_base_url
+from app import create_app, loggable_name, request_log, served_base_url
 from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, PATCH_OP_URN
 from store import DEFAULT_DIRECTORY
 
@@ -454,6 +454,14 @@ def test_the_request_log_leaves_out_a_mistyped_setup_token_and_the_sign_in_callb
     assert "GET /setup/[token] 404 " in log
     assert "GET /login/oidc/callback " in log
     assert "GET /v2/Users?filter=userName%20eq%20%22ada%22 401 " in log  # the query stays
+
+
+def test_a_key_name_reaches_the_request_log_as_it_reads_unless_it_could_break_the_line():
+    assert loggable_name("Microsoft integration key") == "Microsoft integration key"
+    assert loggable_name("Clé Entra") == "Clé Entra"
+    forged = "key\n2026-01-01 GET /v2/Users 200 0.1ms key=other"
+    assert "\n" not in loggable_name(forged) and loggable_name(forged).startswith("key%0A")
+    assert loggable_name("tab\there") == "tab%09here"
 
 
 @pytest.mark.parametrize(
