@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from flask.cli import AppGroup
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -38,7 +38,9 @@ from store import (
     InvalidValueError,
     NotFoundError,
     Store,
+    StoreClosed,
     UniquenessError,
+    create_file_once,
 )
 
 SECRET_KEY_FILE = "secret_key"
@@ -106,6 +108,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     csrf.init_app(app)
     app.before_request(protect_forms_from_forgery)
+    app.register_error_handler(StoreClosed, refuse_writes_while_closed)
     scim.init_app(app)
     pages.init_app(app)
     auth.init_app(app)
@@ -121,6 +124,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(directory_cli)
     app.cli.add_command(backup_command)
     return app
+
+
+def refuse_writes_while_closed(error: StoreClosed) -> Response:
+    """A write while the store refuses them (shutting down, or after a failed fsync): 503
+    and the reason, as a SCIM error under /v2, rather than a bare 500."""
+    if request.path.startswith("/v2"):
+        return scim.error_response(503, str(error))
+    return Response(f"Service unavailable: {error}\n", 503, mimetype="text/plain")
 
 
 SECURITY_HEADERS = {
@@ -256,17 +267,10 @@ def exit_cleanly_on_sigterm() -> None:
 
 
 def load_or_create_secret_key(data_dir: str) -> str:
-    """The session-signing key: generated once, kept in the data folder readable by us alone."""
+    """The session-signing key: generated once, kept in the data folder readable by us alone,
+    and written whole or not at all: an empty key file would break every sign-in."""
     path = os.path.join(data_dir, SECRET_KEY_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
-    key = secrets.token_hex(32)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(key)
-    return key
+    return create_file_once(path, secrets.token_hex(32).encode()).decode()
 
 
 def ensure_default_directory(store: Store) -> None:

@@ -21,6 +21,7 @@ import fcntl
 import gc
 import hashlib
 import json
+import logging
 import math
 import mmap
 import os
@@ -38,6 +39,8 @@ from tinydb.storages import Storage
 
 from schemas import ENTERPRISE_USER_URN
 from scimlang import copy_json
+
+_log = logging.getLogger("roster.store")
 
 DATABASE_FILE = "roster.json"
 LOCK_FILE = "roster.lock"
@@ -68,6 +71,16 @@ Versions = tuple[str, ...]  # the opaque tags an If-Match accepts ("*" for any)
 
 class StoreClosed(Exception):
     """The store is closing (the server is shutting down): no more writes."""
+
+
+class StoreFailed(StoreClosed):
+    """A journal line could not be made durable (a failed fsync or write, a change half
+    applied in memory): no more writes until a restart, which rebuilds memory from disk.
+
+    Linux reports a failed fsync once and may then drop the unwritten pages, so a later fsync
+    that succeeds proves nothing about earlier lines: answering writes after one would
+    acknowledge data a power cut could lose.
+    """
 
 
 class PreconditionFailed(Exception):
@@ -355,6 +368,43 @@ def write_json_atomically(path: str, document: dict) -> None:
     _fsync_folder(folder)
 
 
+def create_file_once(path: str, data: bytes) -> bytes:
+    """Put ``data`` at ``path`` unless the file already holds something; return what it holds.
+
+    Written whole or not at all (temp file, fsync, then a hard link, which fails rather than
+    overwrite when another process got there first), so a crash never leaves the file empty.
+    An empty file, from a version that wrote in place, is replaced.
+    """
+    existing = _read_if_any(path)
+    if existing:
+        return existing
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if existing == b"":
+            os.replace(temp_path, path)
+        else:
+            with suppress(FileExistsError):
+                os.link(temp_path, path)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temp_path)
+    _fsync_folder(folder)
+    return _read_if_any(path) or data
+
+
+def _read_if_any(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_folder(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -394,6 +444,8 @@ class _DataFolder:
         self._syncing = False
         self._appended_seq = 0
         self._durable_seq = 0
+        self._journal_path: str | None = None
+        self.failure: str | None = None  # set once; every later write refuses with it
 
     def _take_lock(self):
         handle = open(os.path.join(self.data_dir, LOCK_FILE), "a+")  # noqa: SIM115 - held for life
@@ -478,6 +530,8 @@ class _DataFolder:
                 try:
                     entry = parse_json(line)
                 except ValueError:
+                    if is_last and not _any_readable_line(handle):
+                        break  # garbage to the end: an unsynced tail after a power cut
                     raise CorruptDataError(f"{path}: unreadable line at byte {good_end}") from None
                 good_end += len(line)
                 if entry["seq"] <= seq:
@@ -515,8 +569,22 @@ class _DataFolder:
         if path is None:
             path = os.path.join(self.data_dir, f"journal-{seq + 1}.jsonl")
         self._journal_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._journal_path = path
         self.journal_bytes = os.fstat(self._journal_fd).st_size
         _fsync_folder(self.data_dir)
+
+    def fail(self, reason: str) -> StoreFailed:
+        """Refuse every write from now on (see :class:`StoreFailed`); the first reason stays.
+
+        Logged at once: the operator has to restart Roster, and find out why (disk full,
+        failing disk) before they do.
+        """
+        with self._sync:
+            if self.failure is None:
+                self.failure = reason
+                _log.critical("Roster refuses writes until restarted: %s", reason)
+            self._sync.notify_all()
+        return StoreFailed(f"Roster refuses writes until it is restarted: {self.failure}")
 
     def append(self, seq: int, changes: list) -> None:
         """Write one operation's line; :meth:`wait_durable` then makes it survive a crash.
@@ -526,13 +594,18 @@ class _DataFolder:
         """
         if self._journal_fd is None:
             raise DataFolderBusy("this store is a read-only view: the data folder has an owner")
+        if self.failure is not None:
+            raise self.fail(self.failure)
         line = compact_json({"seq": seq, "changes": changes}) + b"\n"
         try:
             written = os.write(self._journal_fd, line)
             if written != len(line):
                 raise OSError(f"short write to the journal ({written} of {len(line)} bytes)")
         except BaseException:
-            os.ftruncate(self._journal_fd, self.journal_bytes)
+            try:
+                os.ftruncate(self._journal_fd, self.journal_bytes)
+            except OSError as error:  # a torn line stays: the next line must not follow it
+                raise self.fail(f"a failed journal write could not be cut off: {error}") from error
             raise
         self.journal_bytes += len(line)
         self._appended_seq = seq
@@ -546,6 +619,8 @@ class _DataFolder:
         """
         with self._sync:
             while self._durable_seq < seq:
+                if self.failure is not None:
+                    raise self.fail(self.failure)
                 if self._syncing:
                     self._sync.wait()
                     continue
@@ -554,44 +629,85 @@ class _DataFolder:
                 self._syncing = True
                 target, fd = self._appended_seq, self._journal_fd
                 self._sync.release()
-                synced = False
+                error = None
                 try:
                     os.fsync(fd)
-                    synced = True
+                except OSError as fsync_error:
+                    error = fsync_error
                 finally:
                     self._sync.acquire()
                     self._syncing = False
-                    if synced:
+                    if error is None:
                         self._durable_seq = max(self._durable_seq, target)
                     self._sync.notify_all()
+                if error is not None:  # the Condition's lock is an RLock: fail() may take it
+                    raise self.fail(f"the journal's fsync failed: {error}") from error
 
     def start_new_journal(self, next_seq: int) -> list[str]:
         """Switch appends to a fresh journal (under the store's lock, so no append runs);
         returns the older journals a snapshot will cover.
 
         The new journal is opened before the old one is closed, so a failure to open leaves
-        appends going where they went. When nothing was appended since the last switch, the
-        live journal already is the fresh one and nothing changes.
+        appends going where they went, and a half-made new journal is removed again: left
+        behind, a later switch would take it for the live one and drop the journal in use.
+        When nothing was appended since the last switch, the live journal already is the fresh
+        one and nothing changes.
         """
         target = os.path.join(self.data_dir, f"journal-{next_seq}.jsonl")
         with self._sync:
             while self._syncing:
                 self._sync.wait()
-            os.fsync(self._journal_fd)
+            if self.failure is not None:
+                raise self.fail(self.failure)
+            try:
+                os.fsync(self._journal_fd)
+            except OSError as error:
+                raise self.fail(f"the journal's fsync failed: {error}") from error
             self._durable_seq = self._appended_seq
-            if os.path.exists(target):
+            if self._journal_path == target:
                 return [path for path in self._journal_paths() if path != target]
-            covered = self._journal_paths()
-            new_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            _fsync_folder(self.data_dir)
+            covered = [path for path in self._journal_paths() if path != target]
+            new_fd = self._create_journal(target)
             old_fd, self._journal_fd, self.journal_bytes = self._journal_fd, new_fd, 0
+            self._journal_path = target
             os.close(old_fd)
         return covered
+
+    def _create_journal(self, path: str) -> int:
+        """An empty journal at ``path``, its name durable in the folder; on failure, no file."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if os.fstat(fd).st_size:  # never ours to delete: refuse to guess
+            os.close(fd)
+            raise CorruptDataError(f"{path}: a journal nothing was written to is not empty")
+        try:
+            _fsync_folder(self.data_dir)
+        except BaseException:
+            os.close(fd)
+            with suppress(OSError):
+                os.unlink(path)
+            raise
+        return fd
 
     def write_snapshot(self, layout: dict, last_seq: int, path: str | None = None) -> None:
         """A TinyDB database of ``layout`` as of ``last_seq``, written atomically."""
         document = {**layout, META_TABLE: {"1": {"last_seq": last_seq}}}
         AtomicJSONStorage(path or self.snapshot_path).write(document)
+
+
+def _any_readable_line(handle: BinaryIO) -> bool:
+    """Whether a whole JSON line follows in ``handle``.
+
+    An fsync makes everything before it durable, so after a power cut unreadable bytes (a
+    filesystem without a journal may show zeros where unsynced data was due) can only trail
+    the last line ever answered: if nothing readable comes after them, they are a torn tail.
+    A readable line after them means damage inside acknowledged data: refuse to guess.
+    """
+    for line in handle:
+        if line.endswith(b"\n"):
+            with suppress(ValueError):
+                parse_json(line)
+                return True
+    return False
 
 
 class _RaceWithCompaction(Exception):
@@ -873,7 +989,9 @@ class _UserIndex:
     def _remove_lookups(self, record: dict) -> None:
         directory_id, resource = record["directory_id"], record["resource"]
         user_id = resource["id"]
-        self.by_user_name.pop((directory_id, resource["userName"].casefold()), None)
+        user_name_key = (directory_id, resource["userName"].casefold())
+        if self.by_user_name.get(user_name_key) == user_id:  # a rename in the same batch
+            del self.by_user_name[user_name_key]  # may have handed the name on already
         external_id = resource.get("externalId")
         if external_id:
             _discard(self.by_external_id, (directory_id, external_id), user_id)
@@ -1161,8 +1279,10 @@ class Store:
 
         One journal line per operation keeps a change and its audit entry together. Memory
         changes once the line is written, and the caller returns (and answers its client) only
-        once the line is fsynced. A failed write leaves everything as it was; a failed fsync
-        raises, and the change may or may not survive a crash, as with any database.
+        once the line is fsynced. A failed write leaves everything as it was. A failed fsync
+        raises, and the change may or may not survive a crash, as with any database; from then
+        on every write refuses (:class:`StoreFailed`), as it does after a change that reached
+        the journal but failed half-way into memory.
         """
         changes: dict[tuple[str, str], dict | None] = {}
         with self._lock:
@@ -1177,7 +1297,11 @@ class Store:
             entries = self._journal_items(changes, doc_keys)
             self._folder.append(self._seq + 1, entries)
             self._seq += 1
-            self._apply(changes, doc_keys)
+            try:
+                self._apply(changes, doc_keys)
+            except BaseException as error:  # the journal has it, memory only part of it
+                reason = f"a journalled change was half applied: {error!r}"
+                raise self._folder.fail(reason) from error
             self._next_doc_key = next_keys
             seq = self._seq
             self._writes_since_freeze += 1
@@ -1280,9 +1404,9 @@ class Store:
             with self._lock:
                 if self.read_only:
                     return
-                layout = self._tinydb_layout()
                 last_seq = self._seq
-                covered = self._folder.start_new_journal(last_seq + 1)
+                covered = self._folder.start_new_journal(last_seq + 1)  # refuses after a failure
+                layout = self._tinydb_layout()
             self._folder.write_snapshot(layout(), last_seq)
             for path in covered:
                 os.unlink(path)
@@ -1296,6 +1420,8 @@ class Store:
     def backup(self, path: str) -> int:
         """Write a consistent TinyDB snapshot of the current state to ``path``; returns its seq."""
         with self._lock:
+            if self._folder.failure is not None:  # memory may hold what the disk does not
+                raise self._folder.fail(self._folder.failure)
             layout = self._tinydb_layout()
             last_seq = self._seq
         self._folder.write_snapshot(layout(), last_seq, path)
@@ -1308,7 +1434,9 @@ class Store:
             if self._closed:
                 return
             self._closed = True
-        if not self.read_only and self._folder.journal_bytes:
+        # After a failure memory may hold what the journal does not: the next start replays
+        # the journal instead of trusting memory.
+        if not self.read_only and self._folder.journal_bytes and self._folder.failure is None:
             self.compact()
         self._folder.release()
 
@@ -2200,6 +2328,8 @@ class Store:
         now = time.monotonic()
         if now - self._keys_touched.get(key_id, -math.inf) < minimum_interval_seconds:
             return
+        if self._closed or self._folder.failure is not None:
+            return  # bookkeeping: a key's reads go on while writes are refused
         self._keys_touched[key_id] = now
         with self._writing() as changes:
             key = self._tables["keys"].get(key_id)

@@ -11,10 +11,12 @@ import re
 import pytest
 
 import auth
+import store as store_module
 from app import create_app
 from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, MAPPING_TABLE, mapped_value
 from store import DEFAULT_DIRECTORY, PreconditionFailed, UniquenessError, new_id
 from tests.test_pages import ADMIN_PASSWORD, add_user, csrf_token, log_in, run_setup, setup_path
+from tests.test_store import fail_once
 
 SCHEMAS = [CORE_USER_URN]
 COLUMNS = [entra for _label, entra, _path, _mandatory in MAPPING_TABLE] + ["active"]
@@ -188,6 +190,32 @@ def test_the_list_pages_by_50_and_searches(site):
 
 
 # -- create and edit ----------------------------------------------------------------------------
+
+
+def test_after_a_failed_fsync_pages_and_scim_answer_writes_with_503_and_the_reason(
+    site, monkeypatch
+):
+    _key, token = auth.create_directory_key(site.store, site.directory["id"], "Test", "test")
+    fail_once(monkeypatch, store_module.os, "fsync")
+    values = all_attributes(manager="")
+    response = post(site.admin, f"{site.base}/new", values)
+    assert response.status_code == 503 and "fsync failed" in response.text
+    values["userPrincipalName"] = "other@contoso.example"
+    response = post(site.admin, f"{site.base}/new", values)
+    assert response.status_code == 503 and "until it is restarted" in response.text
+    scim = site.app.test_client().post(
+        "/v2/Users",
+        json={"schemas": [CORE_USER_URN], "userName": "x@contoso.example", "displayName": "X"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert (
+        scim.status_code == 503 and "until it is restarted" in scim.get_json(force=True)["detail"]
+    )
+    assert site.user("other@contoso.example") is None
+    read = site.app.test_client().get(
+        f"/v2/Users/{site.admin_user['id']}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert read.status_code == 200  # reads go on; the key's last use is simply not recorded
 
 
 def test_a_user_created_with_every_attribute_reads_back_through_scim(site):

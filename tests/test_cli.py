@@ -88,6 +88,16 @@ def test_the_secret_key_is_generated_once_and_private(tmp_path):
     assert mode == 0o600
 
 
+def test_an_empty_secret_key_file_left_by_a_crash_is_replaced(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "secret_key").write_text("")
+    with app_on(data_dir) as client:
+        key = client.application.config["SECRET_KEY"]
+    assert len(key) == 64 and (data_dir / "secret_key").read_text() == key
+    assert not list(data_dir.glob(".roster-*"))
+
+
 def test_while_the_server_runs_writes_are_refused_and_reads_work(live_server):
     refused = run_cli(
         live_server.data_dir, "key", "create", "--directory", "Default", "--name", "x"

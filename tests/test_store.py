@@ -31,6 +31,7 @@ from store import (
     PreconditionFailed,
     Store,
     StoreClosed,
+    StoreFailed,
     UniquenessError,
     _parse_snapshot_lines,
     compact_json,
@@ -436,6 +437,107 @@ def test_an_unreadable_line_inside_the_journal_is_refused_not_cut(tmp_path):
         Store(str(tmp_path))
 
 
+def test_unreadable_bytes_that_end_the_last_journal_are_cut_like_a_torn_line(tmp_path):
+    """A filesystem without a journal may show zeros where unsynced appends were due."""
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store._folder.release()  # as if the power went: no compaction
+    journal = journal_files(tmp_path)[-1]
+    kept = journal.read_bytes()
+    with open(journal, "ab") as handle:
+        handle.write(b"\0" * 50 + b"\n" + b"\0" * 30 + b"\n" + b"\0" * 10)
+    reopened = Store(str(tmp_path))
+    assert reopened.get_user(directory["id"], ana["id"])["userName"] == "ana@contoso.example"
+    assert journal.read_bytes() == kept
+    reopened.close()
+
+
+def test_unreadable_bytes_followed_by_a_readable_line_are_refused_not_cut(tmp_path):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store._folder.release()
+    journal = journal_files(tmp_path)[-1]
+    *earlier, last = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(earlier) + b"\0" * 50 + b"\n" + last)
+    with pytest.raises(CorruptDataError):
+        Store(str(tmp_path))
+
+
+def fail_once(monkeypatch, module, name: str) -> list[str]:
+    """Make ``module.name`` raise EIO on its next call only; the list records the failure."""
+    real, failed = getattr(module, name), []
+
+    def failing(*args, **kwargs):
+        if not failed:
+            failed.append(name)
+            raise OSError(5, "Input/output error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+    return failed
+
+
+def test_after_a_failed_fsync_every_write_is_refused_until_a_restart(tmp_path, monkeypatch):
+    """Linux reports a failed fsync once: a later one that succeeds proves nothing."""
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    fail_once(monkeypatch, store_module.os, "fsync")
+    with pytest.raises(StoreFailed, match="fsync failed"):
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    with pytest.raises(StoreFailed, match="until it is restarted"):
+        store.create_user(directory["id"], user("bo@contoso.example"), "t")
+    with pytest.raises(StoreFailed):
+        store.backup(str(tmp_path / "backup.json"))
+    with pytest.raises(StoreFailed):
+        store.compact()
+    assert isinstance(StoreFailed("x"), StoreClosed)  # SCIM and the pages answer 503
+    store.close()  # no compaction from memory: the next start replays the journal
+    reopened = Store(str(tmp_path))
+    assert reopened.find_user_by_user_name(directory["id"], "bo@contoso.example") is None
+    reopened.create_user(directory["id"], user("bo@contoso.example"), "t")
+    reopened.close()
+
+
+def test_a_change_half_applied_in_memory_stops_writes_and_the_journal_is_the_truth(
+    tmp_path, monkeypatch
+):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    fail_once(monkeypatch, store, "_apply")
+    with pytest.raises(StoreFailed, match="half applied"):
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    with pytest.raises(StoreFailed):
+        store.create_user(directory["id"], user("bo@contoso.example"), "t")
+    store.close()
+    reopened = Store(str(tmp_path))
+    ana = reopened.find_user_by_user_name(directory["id"], "ana@contoso.example")
+    assert ana is not None  # journalled before memory failed, so it was on disk
+    assert reopened.find_user_by_user_name(directory["id"], "bo@contoso.example") is None
+    assert reopened.count_users(directory["id"]) == 1
+    reopened.close()
+
+
+def test_a_journal_switch_that_fails_leaves_no_spare_journal_to_mistake_for_the_live_one(
+    tmp_path, monkeypatch
+):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    before = journal_files(tmp_path)
+    failed = fail_once(monkeypatch, store_module, "_fsync_folder")
+    with pytest.raises(OSError, match="Input/output"):
+        store.compact()
+    assert failed and journal_files(tmp_path) == before
+    store.compact()  # the same seq again: must switch, not take a spare for the live journal
+    bo = store.create_user(directory["id"], user("bo@contoso.example"), "t")
+    store._folder.release()  # as if killed: bo lives only in the live journal
+    reopened = Store(str(tmp_path))
+    assert reopened.get_user(directory["id"], bo["id"]) is not None
+    reopened.close()
+
+
 def test_a_closed_store_refuses_writes(tmp_path):
     store = Store(str(tmp_path))
     directory = store.create_directory("Contoso")
@@ -612,6 +714,23 @@ def test_renaming_a_member_gives_their_groups_a_new_version_in_every_write_path(
     store.import_users(here, [], [(ana["id"], current["meta"]["version"], renamed)], "t")
     versions.append(store.get_group(here, group["id"])["meta"]["version"])
     assert len(set(versions)) == 3
+
+
+def test_an_import_that_hands_a_user_name_on_keeps_it_found_and_taken(store, directory):
+    here = directory["id"]
+    ana = store.create_user(here, user("x@c.example"), "t")
+    bo = store.create_user(here, user("y@c.example"), "t")
+    # ana takes bo's name while bo moves on: the order within the batch must not matter
+    updates = [
+        (person["id"], person["meta"]["version"], {**person, "userName": name})
+        for person, name in ((ana, "y@c.example"), (bo, "z@c.example"))
+    ]
+    store.import_users(here, [], updates, "t")
+    assert store.find_user_by_user_name(here, "Y@c.example")["id"] == ana["id"]
+    assert store.find_user_by_user_name(here, "z@c.example")["id"] == bo["id"]
+    assert store.find_user_by_user_name(here, "x@c.example") is None
+    with pytest.raises(UniquenessError):
+        store.create_user(here, user("Y@C.example"), "t")
 
 
 def test_ids_that_are_no_users_of_the_directory_are_skipped_and_each_audited(store, directory):
