@@ -542,6 +542,19 @@ def test_body_over_one_mebibyte_is_413(entra):
     assert find_users(entra, f'userName eq "{user_name}"')["totalResults"] == 0
 
 
+def test_a_chunked_body_is_read_whole_and_held_to_the_same_limit(entra):
+    """No Content-Length from the client: waitress de-chunks the body and names its length."""
+    user_name = unique_name("chunked")
+    body = json.dumps(entra_user(user_name)).encode()
+    pieces = (body[i : i + 100] for i in range(0, len(body), 100))
+    response = entra.post(f"{entra.base}/Users", data=pieces)
+    assert response.status_code == 201, response.text
+    assert response.json()["userName"] == user_name
+    huge = json.dumps(entra_user(unique_name("huge"), title="x" * (1024 * 1024 + 1))).encode()
+    pieces = (huge[i : i + 65536] for i in range(0, len(huge), 65536))
+    assert_scim_error(entra.post(f"{entra.base}/Users", data=pieces), 413)
+
+
 def test_unknown_user_id_is_404(entra):
     response = entra.get(f"{entra.base}/Users/{uuid.uuid4()}")
     assert_scim_error(response, 404)
