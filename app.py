@@ -413,7 +413,7 @@ def loggable_name(name: str) -> str:
 
 def loggable(text: str) -> str:
     """Percent-encode what could forge or break a log line (newlines, NUL, spaces)."""
-    return quote(text, safe="/?&=:;,+@!$'()*[]~%\"-._")
+    return quote(text, safe="/?&=:;,+@!$'()*[]~%\"-._", errors="backslashreplace")
 
 
 # -- operator CLI -------------------------------------------------------------------------------

@@ -70,7 +70,13 @@ Versions = tuple[str, ...]  # the opaque tags an If-Match accepts ("*" for any)
 
 
 class StoreClosed(Exception):
-    """The store is closing (the server is shutting down): no more writes."""
+    """The store takes no writes now: it is closing (the server is shutting down), or see the
+    subclasses. SCIM and the pages answer 503 with the message."""
+
+
+class StoreUnavailable(StoreClosed):
+    """This write could not be journalled (a full disk) and changed nothing; later writes
+    are tried again."""
 
 
 class StoreFailed(StoreClosed):
@@ -548,6 +554,8 @@ class _DataFolder:
             if not is_last:
                 raise CorruptDataError(f"{path}: a torn line before the last journal's end")
             if not self.read_only:
+                cut = os.path.getsize(path) - good_end
+                _log.warning("%s: cut %d bytes of a write that was never answered", path, cut)
                 os.truncate(path, good_end)
         return seq
 
@@ -601,11 +609,14 @@ class _DataFolder:
             written = os.write(self._journal_fd, line)
             if written != len(line):
                 raise OSError(f"short write to the journal ({written} of {len(line)} bytes)")
-        except BaseException:
+        except BaseException as error:
             try:
                 os.ftruncate(self._journal_fd, self.journal_bytes)
-            except OSError as error:  # a torn line stays: the next line must not follow it
-                raise self.fail(f"a failed journal write could not be cut off: {error}") from error
+            except OSError as cut_error:  # a torn line stays: the next line must not follow it
+                reason = f"a failed journal write could not be cut off: {cut_error}"
+                raise self.fail(reason) from error
+            if isinstance(error, OSError):  # e.g. a full disk: nothing changed, try again later
+                raise StoreUnavailable(f"the journal could not be written: {error}") from error
             raise
         self.journal_bytes += len(line)
         self._appended_seq = seq
@@ -629,15 +640,16 @@ class _DataFolder:
                 self._syncing = True
                 target, fd = self._appended_seq, self._journal_fd
                 self._sync.release()
-                error = None
+                error, synced = None, False
                 try:
                     os.fsync(fd)
+                    synced = True
                 except OSError as fsync_error:
                     error = fsync_error
-                finally:
+                finally:  # anything else (a signal's exception) leaves the lines unsynced
                     self._sync.acquire()
                     self._syncing = False
-                    if error is None:
+                    if synced:
                         self._durable_seq = max(self._durable_seq, target)
                     self._sync.notify_all()
                 if error is not None:  # the Condition's lock is an RLock: fail() may take it
@@ -1436,9 +1448,11 @@ class Store:
             self._closed = True
         # After a failure memory may hold what the journal does not: the next start replays
         # the journal instead of trusting memory.
-        if not self.read_only and self._folder.journal_bytes and self._folder.failure is None:
-            self.compact()
-        self._folder.release()
+        try:
+            if not self.read_only and self._folder.journal_bytes and self._folder.failure is None:
+                self.compact()
+        finally:
+            self._folder.release()
 
     # -- directories ---------------------------------------------------------------------------
 
@@ -2331,7 +2345,7 @@ class Store:
         if self._closed or self._folder.failure is not None:
             return  # bookkeeping: a key's reads go on while writes are refused
         self._keys_touched[key_id] = now
-        with self._writing() as changes:
+        with suppress(StoreClosed), self._writing() as changes:
             key = self._tables["keys"].get(key_id)
             if key is not None:
                 changes[("keys", key_id)] = {**key, "last_used": utc_now()}

@@ -462,6 +462,7 @@ def test_a_key_name_reaches_the_request_log_as_it_reads_unless_it_could_break_th
     forged = "key\n2026-01-01 GET /v2/Users 200 0.1ms key=other"
     assert "\n" not in loggable_name(forged) and loggable_name(forged).startswith("key%0A")
     assert loggable_name("tab\there") == "tab%09here"
+    assert loggable_name("lone \ud800 surrogate") == "lone%20%5Cud800%20surrogate"
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from store import (
     Store,
     StoreClosed,
     StoreFailed,
+    StoreUnavailable,
     UniquenessError,
     _parse_snapshot_lines,
     compact_json,
@@ -498,6 +499,42 @@ def test_after_a_failed_fsync_every_write_is_refused_until_a_restart(tmp_path, m
     assert reopened.find_user_by_user_name(directory["id"], "bo@contoso.example") is None
     reopened.create_user(directory["id"], user("bo@contoso.example"), "t")
     reopened.close()
+
+
+def test_a_journal_write_that_fails_changes_nothing_and_the_next_write_is_tried(
+    tmp_path, monkeypatch
+):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    fail_once(monkeypatch, store_module.os, "write")
+    with pytest.raises(StoreUnavailable, match="could not be written"):
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    assert store.find_user_by_user_name(directory["id"], "ana@contoso.example") is None
+    store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store._folder.release()  # as if killed: the journal alone holds ana, once
+    reopened = Store(str(tmp_path))
+    assert reopened.count_users(directory["id"]) == 1
+    reopened.close()
+
+
+def test_a_failed_fsync_at_shutdown_still_gives_up_the_data_folder(tmp_path, monkeypatch):
+    store = Store(str(tmp_path))
+    store.create_directory("Contoso")
+    fail_once(monkeypatch, store_module.os, "fsync")
+    with pytest.raises(StoreFailed):
+        store.close()
+    Store(str(tmp_path)).close()  # not DataFolderBusy: the lock was released
+
+
+def test_recording_a_keys_use_never_fails_the_request_that_uses_it(tmp_path, monkeypatch):
+    store = Store(str(tmp_path))
+    directory = store.create_directory("Contoso")
+    key = store.create_key(directory["id"], "Entra", "hash", "t")
+    fail_once(monkeypatch, store_module.os, "fsync")
+    store.touch_key(key["id"])  # its write fails: the read that asked goes on
+    with pytest.raises(StoreFailed):
+        store.create_user(directory["id"], user("ana@contoso.example"), "t")
+    store.close()
 
 
 def test_a_change_half_applied_in_memory_stops_writes_and_the_journal_is_the_truth(
