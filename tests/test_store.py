@@ -279,12 +279,18 @@ def journal_files(folder) -> list:
     return sorted(folder.glob("journal-*.jsonl"))
 
 
-def test_a_torn_last_journal_line_is_cut_and_the_rest_kept(tmp_path):
+def killed_after_one_user(tmp_path) -> tuple[dict, dict, object]:
+    """A store with one user, left as a kill would leave it (no compaction): the directory,
+    the user, and the journal that alone holds them."""
     store = Store(str(tmp_path))
     directory = store.create_directory("Contoso")
     ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
-    store._folder.release()  # as if killed: no compaction
-    journal = journal_files(tmp_path)[-1]
+    store._folder.release()
+    return directory, ana, journal_files(tmp_path)[-1]
+
+
+def test_a_torn_last_journal_line_is_cut_and_the_rest_kept(tmp_path):
+    directory, ana, journal = killed_after_one_user(tmp_path)
     with open(journal, "ab") as handle:
         handle.write(b'{"seq": 99, "changes": [["users", "7", {"id": "half')
     reopened = Store(str(tmp_path))
@@ -324,11 +330,7 @@ def test_compaction_folds_the_journal_into_the_snapshot_without_losing_writes(tm
 
 
 def test_a_gap_in_the_journal_is_refused_not_guessed(tmp_path):
-    store = Store(str(tmp_path))
-    directory = store.create_directory("Contoso")
-    store.create_user(directory["id"], user("ana@contoso.example"), "t")
-    store._folder.release()
-    journal = journal_files(tmp_path)[-1]
+    _directory, _ana, journal = killed_after_one_user(tmp_path)
     lines = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(lines[0] + lines[0].replace(b'"seq":1', b'"seq":5'))
     with pytest.raises(CorruptDataError):
@@ -427,11 +429,7 @@ def test_compacting_twice_without_a_write_keeps_the_live_journal(tmp_path):
 
 
 def test_an_unreadable_line_inside_the_journal_is_refused_not_cut(tmp_path):
-    store = Store(str(tmp_path))
-    directory = store.create_directory("Contoso")
-    store.create_user(directory["id"], user("ana@contoso.example"), "t")
-    store._folder.release()
-    journal = journal_files(tmp_path)[-1]
+    _directory, _ana, journal = killed_after_one_user(tmp_path)
     first, second = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"{not json}\n" + first + second)
     with pytest.raises(CorruptDataError):
@@ -440,11 +438,7 @@ def test_an_unreadable_line_inside_the_journal_is_refused_not_cut(tmp_path):
 
 def test_unreadable_bytes_that_end_the_last_journal_are_cut_like_a_torn_line(tmp_path):
     """A filesystem without a journal may show zeros where unsynced appends were due."""
-    store = Store(str(tmp_path))
-    directory = store.create_directory("Contoso")
-    ana = store.create_user(directory["id"], user("ana@contoso.example"), "t")
-    store._folder.release()  # as if the power went: no compaction
-    journal = journal_files(tmp_path)[-1]
+    directory, ana, journal = killed_after_one_user(tmp_path)  # as if the power went
     kept = journal.read_bytes()
     with open(journal, "ab") as handle:
         handle.write(b"\0" * 50 + b"\n" + b"\0" * 30 + b"\n" + b"\0" * 10)
@@ -455,11 +449,7 @@ def test_unreadable_bytes_that_end_the_last_journal_are_cut_like_a_torn_line(tmp
 
 
 def test_unreadable_bytes_followed_by_a_readable_line_are_refused_not_cut(tmp_path):
-    store = Store(str(tmp_path))
-    directory = store.create_directory("Contoso")
-    store.create_user(directory["id"], user("ana@contoso.example"), "t")
-    store._folder.release()
-    journal = journal_files(tmp_path)[-1]
+    _directory, _ana, journal = killed_after_one_user(tmp_path)
     *earlier, last = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"".join(earlier) + b"\0" * 50 + b"\n" + last)
     with pytest.raises(CorruptDataError):
