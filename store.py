@@ -2290,7 +2290,7 @@ class Store:
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= KEY_NAME_MAX:
             raise InvalidValueError(f"name: 1 to {KEY_NAME_MAX} characters")
         if not name.isprintable():
-            raise InvalidValueError("name: no line breaks, tabs or other control characters")
+            raise InvalidValueError("name: no line breaks, tabs or other non-printing characters")
         key = {
             "id": new_id(),
             "directory_id": directory_id,

@@ -321,7 +321,9 @@ def test_a_key_needs_a_name_of_1_to_100_characters(site, name):
 def test_a_key_name_holds_no_line_breaks_or_control_characters(site, name):
     response = post(site.admin, f"/admin/directories/{site.default['id']}/keys", name=name)
     assert response.status_code == 400
-    assert field_error(response.text) == ["Name: no line breaks, tabs or other control characters"]
+    assert field_error(response.text) == [
+        "Name: no line breaks, tabs or other non-printing characters"
+    ]
     assert "access-token" not in response.text and site.store.list_keys() == []
 
 
