@@ -406,8 +406,8 @@ def request_target(environ: dict) -> str:
 
 
 def loggable_name(name: str) -> str:
-    """A key's name as it reads, unless it holds a control character (the store refuses
-    them, but a data folder may predate that): then percent-encoded like a path."""
+    """A key's name as it reads, unless it holds a non-printing character such as a newline
+    (the store refuses them, but a data folder may predate that): then percent-encoded."""
     return name if name.isprintable() else loggable(name)
 
 
