@@ -23,9 +23,11 @@ from urllib.parse import quote
 
 import click
 from flask import Flask, Response, current_app, request
-from flask.cli import AppGroup
+from flask.cli import AppGroup, run_command
+from flask.helpers import get_debug_flag
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.serving import is_running_from_reloader
 
 import admin
 import admin_users
@@ -118,7 +120,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["TRUST_PROXY"]:
         hops = app.config["TRUST_PROXY"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
-    if not store.read_only and click.get_current_context(silent=True) is None:
+    if not store.read_only and not in_operator_command():
         announce_setup_link(app, store)
     app.cli.add_command(key_cli)
     app.cli.add_command(directory_cli)
@@ -206,8 +208,8 @@ def whole_number_from_environment(name: str, default: int, minimum: int = 0) -> 
 
 def announce_setup_link(app: Flask, store: Store) -> None:
     """First run: while no administrator exists, each start prints one line with a new
-    one-time link to the page that creates the first one. Operator commands (in a click
-    context) print nothing: their process, and the token with it, is gone a moment later."""
+    one-time link to the page that creates the first one. Operator commands print nothing:
+    their process, and the token with it, is gone a moment later."""
     if store.count_administrators():
         return
     token = auth.issue_setup_token(app)
@@ -220,11 +222,14 @@ def announce_setup_link(app: Flask, store: Store) -> None:
 
 
 def served_base_url(app: Flask, argv: list[str] | None = None) -> str:
-    """Where a browser reaches this server: ROSTER_PUBLIC_URL, else the address on the
-    waitress-serve command line (``--listen=HOST:PORT``, or ``--host``/``--port``), else
-    waitress's default port on this machine."""
+    """Where a browser reaches this server: ROSTER_PUBLIC_URL, else the address ``flask run``
+    serves on, else the one on the waitress-serve command line (``--listen=HOST:PORT``, or
+    ``--host``/``--port``), else waitress's default port on this machine."""
     if app.config["PUBLIC_URL"]:
         return app.config["PUBLIC_URL"].rstrip("/")
+    flask_run = flask_run_context()
+    if flask_run is not None:
+        return local_url(str(flask_run.params["host"]), str(flask_run.params["port"]))
     options: dict[str, str] = {}
     arguments = sys.argv if argv is None else argv
     for index, argument in enumerate(arguments):
@@ -236,20 +241,30 @@ def served_base_url(app: Flask, argv: list[str] | None = None) -> str:
     host, port = "", "8080"
     if "--listen" in options:
         host, _, port = options["--listen"].rpartition(":")
-    host, port = options.get("--host", host), options.get("--port", port)
+    return local_url(options.get("--host", host), options.get("--port", port))
+
+
+def local_url(host: str, port: str) -> str:
+    """The URL of a listening address; one that listens on every interface is named
+    ``localhost``, which the browser on this machine reaches."""
     if host in ("", "0.0.0.0", "*", "[::]", "::"):
         host = "localhost"
     return f"http://{host}:{port}"
 
 
 def open_store(data_dir: str) -> Store:
-    """The server owns its data folder; a second server refuses to start beside it.
+    """A server owns its data folder; a second server refuses to start beside it.
 
-    Operator commands (run under ``flask``, inside a click context) fall back to a read-only
-    view when the server owns the folder, so listing works and writing says what to do.
+    ``waitress-serve`` and ``flask run`` are servers. Operator commands (``flask key create``
+    and the like) fall back to a read-only view when a server owns the folder, so listing
+    works and writing says what to do. ``flask run --reload`` (or ``--debug``) loads the app
+    in two processes; only the second serves, so the first, which watches the files, reads.
     """
-    if click.get_current_context(silent=True) is not None:
+    if in_operator_command():
         return Store.open_or_view(data_dir)
+    flask_run = flask_run_context()
+    if flask_run is not None and watches_files_for_reload(flask_run):
+        return Store(data_dir, read_only=True)
     try:
         store = Store(data_dir)
     except DataFolderBusy as busy:
@@ -257,6 +272,26 @@ def open_store(data_dir: str) -> Store:
     atexit.register(store.close)
     exit_cleanly_on_sigterm()
     return store
+
+
+def flask_run_context() -> click.Context | None:
+    """The context of ``flask run`` when this process runs it: a server like waitress-serve."""
+    context = click.get_current_context(silent=True)
+    return context if context is not None and context.command is run_command else None
+
+
+def in_operator_command() -> bool:
+    """Under a ``flask`` command other than ``run``: a process gone a moment later."""
+    return click.get_current_context(silent=True) is not None and flask_run_context() is None
+
+
+def watches_files_for_reload(flask_run: click.Context) -> bool:
+    """Whether this process is ``flask run``'s reloader, which starts the serving process
+    and restarts it on every code change, serving nothing itself."""
+    reload = flask_run.params.get("reload")
+    if reload is None:
+        reload = get_debug_flag()
+    return bool(reload) and not is_running_from_reloader()
 
 
 def exit_cleanly_on_sigterm() -> None:

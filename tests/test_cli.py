@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
-from contextlib import contextmanager
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, suppress
 
 import pytest
+import requests
 from tinydb import TinyDB, where
 
 from app import create_app
 from schemas import CORE_USER_URN
 
-from .conftest import LiveServer, create_key_with_cli, run_cli
+from .conftest import REPO, LiveServer, create_key_with_cli, free_port, run_cli
 
 
 def test_key_create_works_on_a_fresh_data_folder_and_stores_only_a_hash(tmp_path):
@@ -113,6 +118,71 @@ def test_a_second_server_on_the_same_folder_refuses_to_start(live_server):
     with pytest.raises(RuntimeError) as refused:
         second.start()
     assert "Roster cannot start: another Roster process" in str(refused.value)
+
+
+@contextmanager
+def flask_run(data_dir, *options: str):
+    """``flask --app app run`` in its own process group (``--debug`` starts a second,
+    serving process), stopped with the whole group."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(port), *options],
+        cwd=REPO,
+        env={**os.environ, "ROSTER_DATA_DIR": str(data_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    process.url = f"http://127.0.0.1:{port}"
+    try:
+        yield process
+    finally:
+        with suppress(ProcessLookupError):  # the group outlives a leader that refused
+            os.killpg(process.pid, signal.SIGTERM)
+        process.output = process.communicate(timeout=30)[0]
+
+
+def wait_for_answer(process, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        with suppress(requests.ConnectionError):
+            requests.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise AssertionError("flask run did not answer")
+
+
+def test_flask_run_beside_a_running_server_refuses_to_start(live_server):
+    with flask_run(live_server.data_dir) as second:
+        with suppress(subprocess.TimeoutExpired):
+            second.wait(timeout=30)
+        refused = second.poll() is not None
+    assert refused, "flask run went on serving beside the running server"
+    assert second.returncode != 0
+    assert "Roster cannot start: another Roster process" in second.output
+
+
+@pytest.mark.parametrize("options", [(), ("--debug",)], ids=["plain", "reloader"])
+def test_flask_run_owns_a_free_folder_and_serves_writes(tmp_path, options):
+    """With ``--debug`` the reloader's process loads the app too: it must leave the folder
+    to the process that serves, or that one would be refused."""
+    data_dir = tmp_path / "data"
+    token = create_key_with_cli(data_dir)
+    user = {"schemas": [CORE_USER_URN], "userName": "ana@contoso.example", "displayName": "Ana"}
+    with flask_run(data_dir, *options) as server:
+        wait_for_answer(server, f"{server.url}/v2/ServiceProviderConfig")
+        created = requests.post(
+            f"{server.url}/v2/Users", json=user, headers={"Authorization": f"Bearer {token}"}
+        )
+        refused = run_cli(data_dir, "key", "create", "--directory", "Default", "--name", "x")
+    assert created.status_code == 201, created.text
+    assert refused.returncode != 0 and "stop the server" in refused.stderr
+    assert server.output.count(f"create one: {server.url}/setup/") == 1  # the server's alone
+    assert run_cli(data_dir, "backup", str(tmp_path / "backup.json")).returncode == 0
+    users = TinyDB(str(tmp_path / "backup.json")).table("users")
+    assert users.get(where("id") == created.json()["id"]) is not None
 
 
 def test_backup_of_a_running_server_is_a_tinydb_database_with_its_users(live_server, scim_session):
