@@ -17,6 +17,7 @@ journal is folded into a new snapshot in the background, and at shutdown.
 from __future__ import annotations
 
 import codecs
+import errno
 import fcntl
 import gc
 import hashlib
@@ -46,6 +47,8 @@ DATABASE_FILE = "roster.json"
 LOCK_FILE = "roster.lock"
 META_TABLE = "roster"
 TEMP_PREFIX = ".roster-"
+CREATE_ONCE_ATTEMPTS = 5
+NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
 FREEZE_EVERY_WRITES = 5_000  # see _collect_and_freeze
 TABLES = ("directories", "users", "groups", "memberships", "keys", "audit")
@@ -378,29 +381,63 @@ def create_file_once(path: str, data: bytes) -> bytes:
     """Put ``data`` at ``path`` unless the file already holds something; return what it holds.
 
     Written whole or not at all (temp file, fsync, then a hard link, which fails rather than
-    overwrite when another process got there first), so a crash never leaves the file empty.
-    An empty file, from a version that wrote in place, is replaced.
+    overwrite when another process got there first), so a crash never leaves the file empty
+    (except on a file system without hard links: see ``_create_exclusively``). An empty file,
+    from a version that wrote in place, is replaced. A server that starts meanwhile sweeps
+    away temp files it takes for a crash's leftovers; the link then finds none, and the whole
+    step runs again.
     """
-    existing = _read_if_any(path)
-    if existing:
-        return existing
     folder = os.path.dirname(os.path.abspath(path))
+    for _attempt in range(CREATE_ONCE_ATTEMPTS):
+        existing = _read_if_any(path)
+        if existing:
+            return existing
+        try:
+            _put_whole(path, folder, data, replace=existing == b"")
+        except FileNotFoundError:
+            continue
+        _fsync_folder(folder)
+        return _read_if_any(path) or data
+    raise OSError(f"{path}: its temp file vanished {CREATE_ONCE_ATTEMPTS} times in a row")
+
+
+def _put_whole(path: str, folder: str, data: bytes, replace: bool) -> None:
+    """``data`` at ``path`` through an fsynced temp file: renamed over it with ``replace``,
+    else hard-linked, so that the first of two racing processes wins."""
     fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if existing == b"":
+        if replace:
             os.replace(temp_path, path)
-        else:
-            with suppress(FileExistsError):
-                os.link(temp_path, path)
+            return
+        try:
+            os.link(temp_path, path)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            if error.errno not in NO_HARD_LINKS:
+                raise
+            _create_exclusively(path, data)
     finally:
         with suppress(FileNotFoundError):
             os.unlink(temp_path)
-    _fsync_folder(folder)
-    return _read_if_any(path) or data
+
+
+def _create_exclusively(path: str, data: bytes) -> None:
+    """For file systems without hard links (FAT, some network shares): create-if-absent and
+    write in place. A crash in between can leave the file empty, which the next start
+    replaces."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _read_if_any(path: str) -> bytes | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -100,6 +101,40 @@ def test_an_empty_secret_key_file_left_by_a_crash_is_replaced(tmp_path):
     with app_on(data_dir) as client:
         key = client.application.config["SECRET_KEY"]
     assert len(key) == 64 and (data_dir / "secret_key").read_text() == key
+    assert not list(data_dir.glob(".roster-*"))
+
+
+def test_the_secret_key_survives_a_starting_server_sweeping_its_temp_file(tmp_path, monkeypatch):
+    """A server that starts while another process creates the key removes temp files it
+    takes for a crash's leftovers; the key is made again, not lost."""
+    data_dir = tmp_path / "data"
+    real_link, swept = os.link, []
+
+    def link_after_a_sweep(source, target):
+        if not swept:
+            swept.append(source)
+            os.unlink(source)
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link_after_a_sweep)
+    with app_on(data_dir) as client:
+        key = client.application.config["SECRET_KEY"]
+    assert swept and len(key) == 64 and (data_dir / "secret_key").read_text() == key
+    assert not list(data_dir.glob(".roster-*"))
+
+
+def test_the_secret_key_is_created_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
+    def no_hard_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    data_dir = tmp_path / "data"
+    with app_on(data_dir) as first:
+        key = first.application.config["SECRET_KEY"]
+    with app_on(data_dir) as second:
+        assert second.application.config["SECRET_KEY"] == key
+    assert len(key) == 64 and (data_dir / "secret_key").read_text() == key
+    assert stat.S_IMODE(os.stat(data_dir / "secret_key").st_mode) == 0o600
     assert not list(data_dir.glob(".roster-*"))
 
 
