@@ -14,6 +14,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import requests
 
@@ -69,6 +70,20 @@ class Measurement:
         first = ordered[tenth - 1]
         last = ordered[-1] - ordered[-tenth - 1]
         return first / last if last > 0 and first > 0 else None
+
+    def tenths(self) -> list[float]:
+        """Throughput of each tenth of the requests over that of the first tenth.
+
+        ``flat`` compares only the two ends; this shows whether a phase slows down steadily
+        (the store growing) or in one tenth (a compaction, a noisy minute on the machine).
+        """
+        tenth = len(self.completions) // 10
+        if tenth < 2:
+            return []
+        ordered = sorted(self.completions)
+        ends = [ordered[k * tenth - 1] for k in range(1, 10)] + [ordered[-1]]
+        spans = [ends[0]] + [later - earlier for earlier, later in pairwise(ends)]
+        return [spans[0] / span if span > 0 else 0.0 for span in spans]
 
     def append(self, later: Measurement) -> None:
         """Add a later round of the same phase; its clock continues where this one stopped."""

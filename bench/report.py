@@ -107,6 +107,21 @@ def table_line(row: Row) -> str:
     )
 
 
+PROFILED = ("provision",)  # phases long enough for their tenths to say something
+
+
+def tenths_lines(rows: list[Row]) -> list[str]:
+    """Each tenth of a long phase over its first tenth, on both servers: where flat was lost."""
+    lines = []
+    for row in rows:
+        if row.name not in PROFILED or row.roster is None or row.limit is None:
+            continue
+        for server, measurement in (("Roster", row.roster), ("limit", row.limit)):
+            shown = " ".join(f"{share:.2f}" for share in measurement.tenths())
+            lines.append(f"{row.name} by tenths, {server + ':':<7} {shown or '-'}")
+    return lines
+
+
 def failures(rows: list[Row]) -> list[str]:
     """Every Roster row with non-2xx answers: the statuses and a few samples."""
     lines = []
@@ -232,6 +247,7 @@ def measurement_json(measurement: Measurement | None) -> dict | None:
         "cpu_ms_per_request": round(measurement.cpu_ms_per_request, 3),
         "client_cpu_ms_per_request": round(client_cpu_ms(measurement), 3),
         "flat": measurement.flat(),
+        "tenths": [round(share, 3) for share in measurement.tenths()],
         "statuses": {str(status): count for status, count in measurement.statuses.items()},
         "error_samples": measurement.error_samples,
     }

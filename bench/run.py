@@ -70,11 +70,13 @@ def start(server: Server) -> None:
 def print_report(bench: Bench, args: argparse.Namespace) -> None:
     results = report.targets(bench.rows)
     priced = report.ordinary_request_lines(bench.rows)
+    profiles = report.tenths_lines(bench.rows)
     lines = [
         f"Roster vs the limit: {args.users:,} users, {args.clients} clients, "
         f"sample {min(args.sample, args.users):,}",
         *report.table(bench.rows),
         "",
+        *([*profiles, ""] if profiles else []),
         *([*priced, ""] if priced else []),
         *report.target_lines(results, args.users),
         "",
