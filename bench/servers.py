@@ -29,7 +29,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def create_key(data_dir: Path) -> str:
+def create_key(data_dir: Path, repo: Path = REPO) -> str:
     """A directory key made with the operator CLI, as the README says, while no server runs.
 
     The server will hold an exclusive lock on its data folder, so CLI writes happen before it
@@ -38,7 +38,7 @@ def create_key(data_dir: Path) -> str:
     command = ["key", "create", "--directory", "Default", "--name", "bench"]
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", *command],
-        cwd=REPO,
+        cwd=repo,
         env={**os.environ, "ROSTER_DATA_DIR": str(data_dir)},
         capture_output=True,
         text=True,
@@ -76,8 +76,16 @@ class CpuSample:
 class Server:
     """One waitress process serving ``factory`` (``module:function``) on a free port."""
 
-    def __init__(self, name: str, factory: str, log_path: Path, env: dict | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        factory: str,
+        log_path: Path,
+        env: dict | None = None,
+        repo: Path = REPO,
+    ) -> None:
         self.name = name
+        self.repo = repo  # the checkout whose code it runs (bench.ab compares two)
         self.factory = factory
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
@@ -101,7 +109,7 @@ class Server:
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it until it exits
         self.process = subprocess.Popen(
-            command, cwd=REPO, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            command, cwd=self.repo, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
         )
         log.close()
 
