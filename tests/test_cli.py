@@ -209,7 +209,10 @@ def test_flask_run_owns_a_free_folder_and_serves_writes(tmp_path, options):
     with flask_run(data_dir, *options) as server:
         wait_for_answer(server, f"{server.url}/v2/ServiceProviderConfig")
         created = requests.post(
-            f"{server.url}/v2/Users", json=user, headers={"Authorization": f"Bearer {token}"}
+            f"{server.url}/v2/Users",
+            json=user,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
         )
         refused = run_cli(data_dir, "key", "create", "--directory", "Default", "--name", "x")
     assert created.status_code == 201, created.text
