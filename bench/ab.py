@@ -19,11 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import requests
-
 from bench import entra
 from bench.load import run_load
 from bench.phases import one_round, provision_step
+from bench.run import start
 from bench.servers import REPO, Server, create_key
 
 SHAPES = {
@@ -46,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds < 2 or args.users < args.rounds:
         parser.error("--rounds must be at least 2 and at most --users")
+    if any("=" not in pair for pair in f"{args.env_a} {args.env_b}".split()):
+        parser.error("--env-a and --env-b take NAME=value pairs, separated by spaces")
     return args
 
 
@@ -65,11 +66,6 @@ class Side:
             repo=repo.resolve(),
         )
         self.ids: list[str | None] = []
-
-    def start(self) -> None:
-        self.server.launch()
-        url = f"{self.server.url}/v2/ServiceProviderConfig"
-        self.server.wait_until_answering(lambda: requests.get(url, timeout=2).status_code < 500)
 
     def provision(self, users: int, clients: int) -> None:
         self.ids = [None] * users
@@ -113,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = [Side("A", args.a, args.env_a, work), Side("B", args.b, args.env_b, work)]
     try:
         for side in sides:
-            side.start()
+            start(side.server)
         for side in sides:
             side.provision(args.users, args.clients)
             print(f"{side.server.name}: {args.users} users provisioned", file=sys.stderr)
