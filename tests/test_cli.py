@@ -179,11 +179,13 @@ def flask_run(data_dir, *options: str):
 
 
 def wait_for_answer(process, url: str) -> None:
-    deadline = time.monotonic() + 30
+    """With ``--debug`` the reloader listens before the serving process has loaded the
+    app, so a connection can be accepted and then wait: a read timeout means "not yet"."""
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        with suppress(requests.ConnectionError):
-            requests.get(url, timeout=1)
+        with suppress(requests.ConnectionError, requests.Timeout):
+            requests.get(url, timeout=(1, 5))
             return
         time.sleep(0.1)
     raise AssertionError("flask run did not answer")
