@@ -7,7 +7,9 @@ A full ``bench.run`` compares Roster with the limit; a change worth 5 % drowns t
 spread between runs (10 % and more on this shared machine). Here both builds serve the same
 users at once, and each round runs one slice of requests on A and the next on B (in turn
 which goes first), so a noisy minute hits both. It prints B's speed over A's per round and
-their median; two runs of the same build give about 1.00 (0.99 here over 20 rounds).
+their median; two runs of the same build give about 1.00 (0.99 here over 20 rounds), but the
+median of one pair moves by about 5 % from run to run: run a change both ways round (--a and
+--b swapped) before believing a few per cent.
 """
 
 from __future__ import annotations
