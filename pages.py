@@ -56,8 +56,19 @@ def throttle() -> auth.FailureThrottle:
 
 
 def local_target(target: str | None) -> str:
-    """Where to go after signing in: a path on this site only, never another site."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Where to go after signing in: a path on this site only, never another site.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash, so
+    ``/<tab>/evil.example`` would leave the site as ``//evil.example`` does; a control character
+    would also break the Location header. Any of them sends the user to the start page.
+    """
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in target)
+    ):
         return target
     return url_for("pages.people")
 

@@ -226,8 +226,15 @@ def test_log_in_returns_to_the_page_asked_for_but_never_to_another_site(site):
     assert client.get(target).headers["Location"] == f"/login?next={target}"
     assert log_in(client, default, ana["userName"], next=target).headers["Location"] == target
     log_out(client)
-    evil = log_in(client, default, ana["userName"], next="//evil.example/")
-    assert evil.headers["Location"] == "/"
+    for evil_target in (
+        "//evil.example/",
+        "/\\evil.example/",
+        "/\t/evil.example/",
+        "/\n/evil.example",
+    ):
+        log_out(client)
+        evil = log_in(client, default, ana["userName"], next=evil_target)
+        assert evil.status_code == 302 and evil.headers["Location"] == "/", evil_target
 
 
 def test_the_login_page_lists_only_directories_that_allow_sign_in(site):
