@@ -144,6 +144,20 @@ def new_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def _holding(record: dict, resource: dict) -> dict:
+    """The user record with ``resource`` as its new state.
+
+    Deactivating a user also ends their sessions. A signed-in user is refused while
+    inactive anyway, but without a new epoch a cookie from before would work again on
+    reactivation: a stolen one too, or a session Entra meant to end by disabling the user.
+    """
+    updated = {**record, "resource": resource}
+    old = record.get("resource")
+    if old is not None and old.get("active") is not False and resource.get("active") is False:
+        updated = _with_next_session_epoch(updated)
+    return updated
+
+
 def _with_next_session_epoch(record: dict) -> dict:
     """The user record with its sessions ended (see :meth:`Store.end_sessions`)."""
     return {**record, "session_epoch": record.get("session_epoch", 0) + 1}
@@ -1680,7 +1694,7 @@ class Store:
                 "lastModified": utc_now(),
             }
             resource["meta"]["version"] = resource_version(resource)
-            changes[("users", user_id)] = {**record, "resource": resource}
+            changes[("users", user_id)] = _holding(record, resource)
             if resource.get("displayName") != old_resource.get("displayName"):
                 self._renew_groups_of(changes, user_id)
             self._audit(changes, directory_id, actor, "user.update", user_id)
@@ -1881,7 +1895,7 @@ class Store:
                     record = {"id": user_id, "directory_id": directory_id}
                 elif resource.get("displayName") != record["resource"].get("displayName"):
                     self._renew_groups_of(changes, user_id)
-                changes[("users", user_id)] = {**record, "resource": resource}
+                changes[("users", user_id)] = _holding(record, resource)
                 action = "user.update" if "resource" in record else "user.create"
                 self._audit(changes, directory_id, actor, action, user_id)
 

@@ -410,6 +410,26 @@ def test_a_user_deactivated_through_scim_loses_access_on_the_next_click(site):
     assert client.get("/account").status_code == 302
 
 
+def test_reactivation_lets_the_user_sign_in_again_but_revives_no_old_session(site):
+    """A cookie copied before Entra disabled the user stays dead when Entra enables them."""
+    app, store, default = site
+    ana = add_user(store, default, "ana@contoso.example")
+    thief = app.test_client()
+    log_in(thief, default, "ana@contoso.example")
+    _key, token = auth.create_directory_key(store, default["id"], "Test key", "test")
+    entra, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
+    for active in ("False", "True"):
+        patch = {
+            "schemas": [PATCH_OP_URN],
+            "Operations": [{"op": "Replace", "path": "active", "value": active}],
+        }
+        assert entra.patch(f"/v2/Users/{ana['id']}", json=patch, headers=headers).status_code == 200
+    assert thief.get("/account").status_code == 302
+    phone = app.test_client()
+    assert log_in(phone, default, "ana@contoso.example").status_code == 302
+    assert phone.get("/account").status_code == 200
+
+
 def test_a_deleted_user_loses_access_on_the_next_click(site):
     app, store, default = site
     ana = add_user(store, default, "ana@contoso.example")
