@@ -357,7 +357,12 @@ def edit_user(directory_id: str, user_id: str) -> Any:
         expected = (request.form.get("version", "").removeprefix("W/"),)
         try:
             store().update_user(
-                directory_id, user_id, lambda _current: validated, actor(), expected
+                directory_id,
+                user_id,
+                lambda _current: validated,
+                actor(),
+                expected,
+                by_administrator=True,
             )
         except (UniquenessError, BrokenReferenceError, PreconditionFailed) as error:
             errors = store_errors(error, values)

@@ -67,7 +67,13 @@ from flask.wrappers import Request
 from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from store import SIGN_IN_FIELDS, InvalidValueError, NotFoundError, Store
+from store import (
+    SIGN_IN_FIELDS,
+    AdministratorRenamed,
+    InvalidValueError,
+    NotFoundError,
+    Store,
+)
 
 TOKEN_BYTES = 32  # 256 bits
 
@@ -799,6 +805,14 @@ def pin_object_id(directory: dict, user: dict, userinfo: dict, user_name: str) -
         store().record_oid(directory["id"], user["id"], object_id, user_name)
     except InvalidValueError:  # another first sign-in won the race
         raise refused from None
+    except AdministratorRenamed:
+        raise SignInRefused(
+            "administrator renamed",
+            f"{user_name} is an administrator whose user name changed since they were made "
+            "one. Another administrator must give them the role again before they first sign "
+            "in this way.",
+            actor=user_name,
+        ) from None
     except NotFoundError:
         raise SignInRefused("unknown user", f"{user_name} is no longer a user.") from None
 

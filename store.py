@@ -108,6 +108,11 @@ class InvalidValueError(ValueError):
     """A write would store a value its field's rule refuses; the message names both."""
 
 
+class AdministratorRenamed(Exception):
+    """An administrator's userName changed since the role was given, before their first
+    OpenID Connect sign-in: see :meth:`Store.record_oid`."""
+
+
 class BrokenReferenceError(Exception):
     """A write refers to a record that is not there, e.g. a manager who is no user of the
     directory; checked under the store's lock so a concurrent delete cannot slip between."""
@@ -156,6 +161,42 @@ def _holding(record: dict, resource: dict) -> dict:
     if old is not None and old.get("active") is not False and resource.get("active") is False:
         updated = _with_next_session_epoch(updated)
     return updated
+
+
+def _with_role(record: dict, role: str) -> dict:
+    """The user record with ``role``; an administrator's also keeps the userName they had
+    when made one (see :func:`_renamed_since_made_administrator`)."""
+    updated = {k: v for k, v in record.items() if k != "role_user_name"}
+    updated["role"] = role
+    if role == "administrator":
+        updated["role_user_name"] = record["resource"]["userName"].casefold()
+    return updated
+
+
+def _administrator_name_confirmed(record: dict) -> dict:
+    """The record with an administrator's current userName as the one their first sign-in
+    needs: for changes an administrator made, on the admin pages."""
+    if record.get("role") != "administrator":
+        return record
+    return {**record, "role_user_name": record["resource"]["userName"].casefold()}
+
+
+def _renamed_since_made_administrator(record: dict) -> bool:
+    """Whether a first OpenID Connect sign-in must not claim this administrator.
+
+    That sign-in finds the account by userName, which a directory key may change. Renaming
+    an administrator who has not signed in yet, to a name the key's holder can sign in as,
+    would hand them the whole of Roster, beyond the one directory the key is for. So the
+    first sign-in needs the name the account had when it was made an administrator, or was
+    given since by an administrator; giving the role again accepts the new one too. Records
+    from before this rule have no such name.
+    """
+    granted_to = record.get("role_user_name")
+    return (
+        record.get("role") == "administrator"
+        and granted_to is not None
+        and record["resource"]["userName"].casefold() != granted_to
+    )
 
 
 def _with_next_session_epoch(record: dict) -> dict:
@@ -1671,12 +1712,15 @@ class Store:
         change: Callable[[dict], dict],
         actor: str,
         expected_version: Versions | None = None,
+        by_administrator: bool = False,
     ) -> dict:
         """Store ``change(current)`` as the user's new state, all under the lock (no lost update).
 
         ``change`` gets the stored resource, which it must not modify (it builds a new one,
         which may share the values it keeps), and may raise to abandon the write;
         id and meta.created stay the server's. Returns the stored document (see create_user).
+        ``by_administrator`` is for the admin pages: a new userName they give an administrator
+        is one that administrator's first sign-in may claim, unlike a directory key's.
         """
         with self._writing() as changes:
             record = self._user_record(directory_id, user_id)
@@ -1694,7 +1738,10 @@ class Store:
                 "lastModified": utc_now(),
             }
             resource["meta"]["version"] = resource_version(resource)
-            changes[("users", user_id)] = _holding(record, resource)
+            updated = _holding(record, resource)
+            if by_administrator:
+                updated = _administrator_name_confirmed(updated)
+            changes[("users", user_id)] = updated
             if resource.get("displayName") != old_resource.get("displayName"):
                 self._renew_groups_of(changes, user_id)
             self._audit(changes, directory_id, actor, "user.update", user_id)
@@ -1857,6 +1904,8 @@ class Store:
         the same batch. ``updates`` are (user id, the ``meta.version`` the caller planned from,
         new resource); a user changed since is refused with :class:`PreconditionFailed`.
         userNames must be unique (ignoring case) in the directory as the batch leaves it.
+        Imports come from the admin pages, so an administrator's new userName is confirmed
+        as :meth:`update_user` does ``by_administrator``.
         """
         with self._writing() as changes:
             self._check_directory(directory_id)
@@ -1895,7 +1944,8 @@ class Store:
                     record = {"id": user_id, "directory_id": directory_id}
                 elif resource.get("displayName") != record["resource"].get("displayName"):
                     self._renew_groups_of(changes, user_id)
-                changes[("users", user_id)] = _holding(record, resource)
+                updated = _administrator_name_confirmed(_holding(record, resource))
+                changes[("users", user_id)] = updated
                 action = "user.update" if "resource" in record else "user.create"
                 self._audit(changes, directory_id, actor, action, user_id)
 
@@ -1920,8 +1970,7 @@ class Store:
                 raise UniquenessError("an administrator already exists")
             record = self._new_user_record(directory_id, resource)
             changes[("users", user_id)] = {
-                **record,
-                "role": "administrator",
+                **_with_role(record, "administrator"),
                 "password_hash": password_hash,
             }
             directory = self._tables["directories"][directory_id]
@@ -1983,6 +2032,8 @@ class Store:
                 return
             if record.get("oid") is not None:
                 raise InvalidValueError("oid: another account is already recorded for this user")
+            if _renamed_since_made_administrator(record):
+                raise AdministratorRenamed(record["resource"]["userName"])
             changes[("users", user_id)] = {**record, "oid": oid}
             self._audit(changes, directory_id, actor, "user.oid", user_id)
 
@@ -2003,7 +2054,7 @@ class Store:
                 raise NotFoundError(user_id)
             if role != "administrator" and self._users.administrators == {user_id}:
                 raise InvalidValueError("role: the last administrator cannot become a user")
-            changes[("users", user_id)] = {**record, "role": role}
+            changes[("users", user_id)] = _with_role(record, role)
             self._audit(changes, directory_id, actor, "user.role", user_id)
 
     def account(self, directory_id: str, user_id: str) -> dict | None:

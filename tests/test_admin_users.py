@@ -14,7 +14,13 @@ import auth
 import store as store_module
 from app import create_app
 from schemas import CORE_USER_URN, ENTERPRISE_USER_URN, MAPPING_TABLE, mapped_value
-from store import DEFAULT_DIRECTORY, PreconditionFailed, UniquenessError, new_id
+from store import (
+    DEFAULT_DIRECTORY,
+    AdministratorRenamed,
+    PreconditionFailed,
+    UniquenessError,
+    new_id,
+)
 from tests.test_pages import ADMIN_PASSWORD, add_user, csrf_token, log_in, run_setup, setup_path
 from tests.test_store import fail_once
 
@@ -365,6 +371,29 @@ def test_role_makes_administrators_but_keeps_the_last_one(site):
     assert last.status_code == 400
     assert field_error(last.text, "role") == ("Role: the last administrator cannot become a user.")
     assert site.admin.get(site.base).status_code == 200
+
+
+def test_an_administrator_renamed_on_these_pages_may_first_sign_in_by_the_new_name(site):
+    """Unlike a directory key's rename (tests/test_microsoft_sign_in.py): an administrator
+    giving another administrator a new userName vouches for it."""
+    ana = add_user(site.store, site.directory, "ana@contoso.example")
+    post(site.admin, f"{site.base}/{ana['id']}/role", {"role": "administrator"})
+    version = site.user("ana@contoso.example")["meta"]["version"]
+    values = {"userPrincipalName": "ana.lima@contoso.example", "displayName": "Ana"}
+    renamed = post(site.admin, f"{site.base}/{ana['id']}", {**values, "version": version})
+    assert renamed.status_code == 302
+    site.store.record_oid(site.directory["id"], ana["id"], "oid-of-ana", "sign-in")
+
+    bea = add_user(site.store, site.directory, "bea@contoso.example")
+    post(site.admin, f"{site.base}/{bea['id']}/role", {"role": "administrator"})
+    site.store.update_user(
+        site.directory["id"],
+        bea["id"],
+        lambda current: {**current, "userName": "mallory@contoso.example"},
+        "a directory key",
+    )
+    with pytest.raises(AdministratorRenamed):
+        site.store.record_oid(site.directory["id"], bea["id"], "oid-of-mallory", "sign-in")
 
 
 def test_a_password_set_by_an_administrator_signs_the_user_in(site):

@@ -25,8 +25,9 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+import auth
 from app import create_app
-from schemas import CORE_USER_URN
+from schemas import CORE_USER_URN, PATCH_OP_URN
 from store import DEFAULT_DIRECTORY, Store
 
 from .conftest import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS, LiveServer
@@ -438,6 +439,51 @@ def test_another_oid_for_the_same_user_is_refused(roster: Roster) -> None:
     third = roster.client()
     assert sign_in(third, roster).status_code in (302, 303)
     assert_signed_in(third)
+
+
+def rename_with_directory_key(roster: Roster, user_id: str, user_name: str) -> None:
+    _key, token = auth.create_directory_key(roster.store, roster.directory_id, "Entra", ACTOR)
+    patch = {
+        "schemas": [PATCH_OP_URN],
+        "Operations": [{"op": "Replace", "path": "userName", "value": user_name}],
+    }
+    response = roster.client().patch(
+        f"/v2/Users/{user_id}", json=patch, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_a_directory_key_cannot_rename_an_administrator_into_its_own_sign_in(roster) -> None:
+    """A key is for one directory. Renaming an administrator who never signed in to a name
+    the key's holder signs in as must not make them an administrator of all of Roster."""
+    user = roster.store.find_user_by_user_name(roster.directory_id, USER)
+    roster.store.set_role(roster.directory_id, user["id"], "administrator", ACTOR)
+    rename_with_directory_key(roster, user["id"], "mallory@contoso.example")
+
+    intruder = roster.client()
+    response = sign_in(intruder, roster, "mallory@contoso.example")
+    assert_refused(roster, intruder, response, r"administrator whose user name changed")
+    assert roster.store.oid_of(roster.directory_id, user["id"]) is None
+
+    # Given the role again by an administrator, the new name is the one that signs in.
+    roster.store.set_role(roster.directory_id, user["id"], "administrator", ACTOR)
+    admin = roster.client()
+    assert sign_in(admin, roster, "mallory@contoso.example").status_code in (302, 303)
+    assert_signed_in(admin)
+    assert admin.get("/admin").status_code == 200
+
+
+def test_an_administrator_renamed_after_the_first_sign_in_goes_on_signing_in(roster) -> None:
+    """Once the provider's object id is recorded it is what identifies them, not the name."""
+    user = roster.store.find_user_by_user_name(roster.directory_id, USER)
+    roster.store.set_role(roster.directory_id, user["id"], "administrator", ACTOR)
+    first = roster.client()
+    assert sign_in(first, roster).status_code in (302, 303)
+    rename_with_directory_key(roster, user["id"], "adele@contoso.example")
+    roster.provider.set_user("adele@contoso.example", oid=roster.provider.oid_of(USER))
+    again = roster.client()
+    assert sign_in(again, roster, "adele@contoso.example").status_code in (302, 303)
+    assert again.get("/admin").status_code == 200
 
 
 # -- a real browser -----------------------------------------------------------------------------
