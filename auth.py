@@ -593,10 +593,16 @@ def id_token_claims_options(
 
 
 def claimed_user_name(userinfo: dict) -> str | None:
-    """``preferred_username``, else ``upn``, else ``email``: what the directory's userName is
-    matched with (Entra's userPrincipalName)."""
+    """``preferred_username``, else ``upn``, else a verified ``email``: what the directory's
+    userName is matched with (Entra's userPrincipalName).
+
+    An email the provider has not verified (``email_verified`` true) may be one its user
+    typed in, so it could claim another person's account at their first sign-in.
+    """
     for claim in ("preferred_username", "upn", "email"):
         value = userinfo.get(claim)
+        if claim == "email" and userinfo.get("email_verified") not in (True, "true"):
+            continue
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None

@@ -145,7 +145,10 @@ def test_options_are_fresh_for_every_sign_in():
 def test_the_user_name_comes_from_preferred_username_then_upn_then_email():
     assert auth.claimed_user_name({"preferred_username": "a@x", "upn": "b@x"}) == "a@x"
     assert auth.claimed_user_name({"upn": "b@x", "email": "c@x"}) == "b@x"
-    assert auth.claimed_user_name({"email": " c@x "}) == "c@x"
+    assert auth.claimed_user_name({"email": " c@x ", "email_verified": True}) == "c@x"
+    assert auth.claimed_user_name({"email": "c@x", "email_verified": "true"}) == "c@x"
+    assert auth.claimed_user_name({"email": "c@x"}) is None  # anyone may type an email
+    assert auth.claimed_user_name({"email": "c@x", "email_verified": False}) is None
     assert auth.claimed_user_name({"name": "Ana"}) is None
 
 
