@@ -114,7 +114,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     scim.init_app(app)
     pages.init_app(app)
     auth.init_app(app)
-    app.wsgi_app = SecurityHeaders(RequestLogging(app.wsgi_app))
+    app.wsgi_app = SecurityHeaders(
+        RequestLogging(app.wsgi_app), https=(app.config["PUBLIC_URL"] or "").startswith("https://")
+    )
     admin.init_app(app)
     admin_users.init_app(app)
     if app.config["TRUST_PROXY"]:
@@ -148,6 +150,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
+# Only where the public URL is https: browsers then refuse plain http to this host for a year,
+# so a network that strips TLS cannot serve them a plain-http sign-in page and read the
+# password typed into it. Not includeSubDomains: the company's other sites are not ours to bind.
+STRICT_TRANSPORT_SECURITY = ("Strict-Transport-Security", "max-age=31536000")
 
 
 def protect_forms_from_forgery() -> None:
@@ -163,7 +169,8 @@ def protect_forms_from_forgery() -> None:
 
 
 class SecurityHeaders:
-    """WSGI middleware: the headers above on every response that does not set its own.
+    """WSGI middleware: the headers above on every response that does not set its own (and
+    Strict-Transport-Security when Roster is served over https).
 
     Added as plain tuples at ``start_response``: through werkzeug's ``Headers`` the four cost
     about 90,000 instructions per request (a check of each value as it is added and again as
@@ -175,9 +182,10 @@ class SecurityHeaders:
 
     _CSP = "content-security-policy"
 
-    def __init__(self, wsgi_app: Callable) -> None:
+    def __init__(self, wsgi_app: Callable, https: bool = False) -> None:
         self.wsgi_app = wsgi_app
-        self._headers = [(name.lower(), name, value) for name, value in SECURITY_HEADERS.items()]
+        headers = [*SECURITY_HEADERS.items(), *([STRICT_TRANSPORT_SECURITY] if https else [])]
+        self._headers = [(name.lower(), name, value) for name, value in headers]
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         def start_with_security_headers(status: str, headers: list, exc_info: Any = None) -> Any:

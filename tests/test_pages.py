@@ -452,6 +452,9 @@ def test_session_cookie_settings(site, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ROSTER_SESSION_MINUTES", "30")
     https_app = create_app({"DATA_DIR": str(tmp_path / "other")})
     assert https_app.config["SESSION_COOKIE_SECURE"] is True
+    hsts = https_app.test_client().get("/login").headers.get("Strict-Transport-Security")
+    assert hsts == "max-age=31536000"
+    assert "Strict-Transport-Security" not in client.get("/login").headers  # plain http
     assert https_app.permanent_session_lifetime == timedelta(minutes=30)
     assert "https://roster.example.com/setup/" in capsys.readouterr().err
     https_app.extensions["roster.store"].close()
