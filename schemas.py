@@ -117,6 +117,7 @@ EMAIL_PATTERN = r"^.+@.+\..+$"
 PHONE_PATTERN = r"^[ 0-9_./()*#+-]*$"
 # A userName is printed, typed and matched: no control characters, not blank.
 USER_NAME_PATTERN = r"^(?!\s*$)[^\x00-\x1f\x7f]+$"
+NOT_BLANK_PATTERN = r"^(?!\s*$)"  # displayName: mandatory, and spaces alone are no name
 
 
 def _text(maximum: int, *rules: validate.Validator) -> fields.String:
@@ -207,7 +208,13 @@ class UserSchema(_Strict):
         ],
     )
     name = fields.Nested(NameSchema)
-    displayName = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    displayName = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=200),
+            validate.Regexp(NOT_BLANK_PATTERN, error="must not be blank"),
+        ],
+    )
     nickName = _text(200)
     profileUrl = _text(200)
     title = _text(200)

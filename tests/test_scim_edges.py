@@ -175,6 +175,7 @@ def test_entries_without_a_type_are_not_duplicates(scim):
     [
         ({"phoneNumbers": [{"type": "work", "value": "call me"}]}, "phoneNumbers"),
         ({"userName": "   "}, "userName"),
+        ({"displayName": " \t\n"}, "displayName"),
         ({"userName": "ctl\u0000@contoso.example"}, "userName"),
         ({"preferredLanguage": "x" * 46}, "preferredLanguage"),
     ],
@@ -184,6 +185,17 @@ def test_values_beyond_the_hosted_products_rules_are_refused(scim, extra, field)
     assert (status, body["scimType"]) == (400, "invalidValue")
     assert field in body["detail"]
     assert scim.store.count_users(scim.directory_id) == 0
+
+
+def test_a_patch_to_a_blank_display_name_is_refused_and_changes_nothing(scim):
+    _status, created = send(scim, "POST", "/v2/Users", user())
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "displayName", "value": "   "}],
+    }
+    status, body = send(scim, "PATCH", f"/v2/Users/{created['id']}", patch)
+    assert (status, body["scimType"]) == (400, "invalidValue")
+    assert send(scim, "GET", f"/v2/Users/{created['id']}", None)[1]["displayName"] == "Ana"
 
 
 def test_a_manager_who_is_not_a_user_of_the_directory_is_refused(scim):
