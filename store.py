@@ -876,10 +876,14 @@ def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
         name = checked["name"]
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= DIRECTORY_NAME_MAX:
             raise InvalidValueError(f"name: 1 to {DIRECTORY_NAME_MAX} characters")
+        if not name.strip().isprintable():  # the login page's list, the CLI's, the logs
+            raise InvalidValueError("name: no line breaks, tabs or other non-printing characters")
         checked["name"] = name.strip()
     description = checked.get("description", "")
     if not isinstance(description, str) or len(description) > DIRECTORY_DESCRIPTION_MAX:
         raise InvalidValueError(f"description: at most {DIRECTORY_DESCRIPTION_MAX} characters")
+    if not description.replace("\n", "").replace("\r", "").replace("\t", "").isprintable():
+        raise InvalidValueError("description: no control or other non-printing characters")
     if "auth_method" in checked and checked["auth_method"] not in AUTH_METHODS:
         raise InvalidValueError(f"auth_method: one of {', '.join(AUTH_METHODS)}")
     if "my_account" in checked and not isinstance(checked["my_account"], bool):

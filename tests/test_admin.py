@@ -168,6 +168,11 @@ def test_creating_a_directory(site):
         ({"name": "x" * 101}, ["Name: 1 to 100 characters"]),
         ({"name": "DEFAULT"}, ['Name: a directory named "DEFAULT" already exists']),
         ({"description": "x" * 251}, ["Description: at most 250 characters"]),
+        *(
+            ({"name": name}, ["Name: no line breaks, tabs or other non-printing characters"])
+            for name in ("\x00", "a\x07b", "Tab\tName", "\u200b")
+        ),
+        ({"description": "d\x00"}, ["Description: no control or other non-printing characters"]),
         (
             {"name": "", "description": "x" * 251, "auth_method": "password"},
             [
