@@ -623,6 +623,8 @@ def planned_row(
     """One row's planned user (``userName``, ``id``, ``version``, ``resource``, ``changed``),
     or why it is rejected."""
     changes = {name: value for name, value in values.items() if name in FIELDS}
+    if current is not None:
+        changes = kept_as_stored(changes, current)
     manager_text = changes.get(MANAGER, "")
     if manager_text:
         in_file = planned_ids.get(manager_text.casefold())
@@ -633,8 +635,11 @@ def planned_row(
         if changes[MANAGER] == user_id:
             return f"{MANAGER}: a user cannot be their own manager"
     before = without_server_attributes(current) if current else NEW_USER
+    active = values.get(ACTIVE) or None
+    if active is not None and active.casefold() == str(is_active(before)).casefold():
+        active = None  # as it is: a user stored without "active" keeps none
     try:
-        resource = scim_user(before, changes, values.get(ACTIVE) or None)
+        resource = scim_user(before, changes, active)
     except ScimError:
         return f'{ACTIVE}: true or false, not "{values[ACTIVE]}"'
     user, errors = validated_user(resource, COLUMN_NAMES)
@@ -656,6 +661,21 @@ def planned_row(
         "resource": {**user, "id": user_id},
         "changed": changed,
     }
+
+
+def kept_as_stored(changes: dict[str, str], current: dict) -> dict[str, str]:
+    """The row's values, where a stored value the import would only trim kept as stored.
+
+    The import trims each cell, as a file written by hand may put a space after a comma.
+    SCIM keeps spaces at the ends of a value, and an export writes them out; trimmed on the
+    way back in, the round trip would change " padded " to "padded".
+    """
+    kept = dict(changes)
+    for name, value in changes.items():
+        stored = mapped_value(current, FIELDS[name][1])
+        if name != MANAGER and isinstance(stored, str) and stored != value == stored.strip():
+            kept[name] = stored
+    return kept
 
 
 def reject_reports_of_rejected_rows(plan: ImportPlan, new_user_rows: dict[str, int]) -> None:

@@ -616,6 +616,27 @@ def test_export_round_trips_what_was_imported(site):
     )
 
 
+def test_export_then_import_changes_nothing_that_scim_stored(site):
+    """SCIM keeps spaces at a value's ends, and a user may have no "active" at all."""
+    padded = {"title": " padded ", "name": {"givenName": " =lead"}, "displayName": " Ana"}
+    add_user(site.store, site.directory, "ana@contoso.example", None, **padded)
+    add_user(site.store, site.directory, "bo@contoso.example", None, active=False)
+    before = {u: site.user(u) for u in ("ana@contoso.example", "bo@contoso.example")}
+    assert "active" not in before["ana@contoso.example"]
+
+    export = site.admin.get(f"{site.base}/export").data.decode("utf-8-sig")
+    page = upload(site, export)
+    assert "0 to create" in page.text and "0 to update" in page.text, page.text
+    assert "3 unchanged" in page.text  # and the administrator: nothing to confirm
+    assert {u: site.user(u) for u in before} == before
+
+    # Trimming still helps a file written by hand: a new value has its spaces taken off.
+    row = csv_row(userPrincipalName="cy@contoso.example ", displayName=" Cy ")
+    page = upload(site, csv_text([row]))
+    assert post(site.admin, f"{site.base}/import/confirm", {"upload": signed_upload(page.text)})
+    assert site.user("cy@contoso.example")["displayName"] == "Cy"
+
+
 def test_export_quotes_what_a_spreadsheet_would_run_and_import_takes_the_quote_off(site):
     """CSV injection: a cell that starts with = + - @ is a formula to a spreadsheet program."""
     risky = {
