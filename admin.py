@@ -38,9 +38,11 @@ from store import (
     SIGN_IN_FIELDS,
     InvalidValueError,
     NotFoundError,
+    PreconditionFailed,
     Store,
     UniquenessError,
     directory_setting_problems,
+    settings_version,
 )
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -169,10 +171,17 @@ def name_taken(name: str) -> str:
     return f'Name: a directory named "{name}" already exists (names are unique, ignoring case)'
 
 
+CHANGED_SINCE_OPENED = (
+    "This directory was changed by another administrator since this page was opened. The "
+    "form shows your values: check them against the directory's list and save again."
+)
+
+
 def directory_form(directory: dict | None, settings: dict, problems: dict, status: int = 200):
     page = render_template(
         "admin/directory_form.html",
         directory=directory,
+        version=settings_version(directory) if directory else None,
         settings=settings,
         problems=problems,
         auth_methods=AUTH_METHODS,
@@ -215,13 +224,17 @@ def edit_directory(directory_id: str) -> Any:
     problems = settings_problems(settings, directory_id)
     if not problems:
         try:
-            store().update_directory(directory_id, settings, actor())
+            expected = request.form.get("version", "")
+            store().update_directory(directory_id, settings, actor(), expected)
         except NotFoundError:
             abort(404)
         except UniquenessError:
             problems = {"name": name_taken(settings["name"])}
         except InvalidValueError as error:
             problems = labelled({str(error).partition(":")[0]: str(error)})
+        except PreconditionFailed:
+            problems = {"version": CHANGED_SINCE_OPENED}
+            directory = directory_or_404(directory_id)  # the form then carries its version
     if problems:
         return directory_form(directory, settings, problems, 400)
     flash(f"Directory {settings['name']} saved.")

@@ -217,6 +217,12 @@ def resource_version(resource: dict) -> str:
     return f'W/"{digest}"'
 
 
+def settings_version(directory: dict) -> str:
+    """A directory's settings as a form saw them: a second administrator's form, opened
+    before the first one saved, must not silently put the old settings back."""
+    return resource_version(directory)
+
+
 def shown_user_version(
     version: str, groups: list[tuple[str, str]], manager_name: str | None
 ) -> str:
@@ -1601,17 +1607,27 @@ class Store:
             directories = copy_json(list(self._tables["directories"].values()))
         return sorted(directories, key=lambda d: d["name"].casefold())
 
-    def update_directory(self, directory_id: str, updates: dict[str, Any], actor: str) -> dict:
+    def update_directory(
+        self,
+        directory_id: str,
+        updates: dict[str, Any],
+        actor: str,
+        expected_version: str | None = None,
+    ) -> dict:
         """Change a directory's settings: ``name`` (1-100 characters, unique ignoring case),
         ``description`` (at most 250), ``auth_method`` (one of :data:`AUTH_METHODS`),
         ``my_account`` (whether its users may edit their own profile; absent means no) and the
         provider settings of ``microsoft`` and ``oidc`` (:data:`SIGN_IN_FIELDS`), each kept
-        while another method is chosen, so switching back does not lose the secret."""
+        while another method is chosen, so switching back does not lose the secret.
+        With ``expected_version`` (:func:`settings_version`), a directory changed since is
+        refused with :class:`PreconditionFailed`."""
         checked = _checked_directory_updates(updates)
         with self._writing() as changes:
             directory = self._tables["directories"].get(directory_id)
             if directory is None:
                 raise NotFoundError(directory_id)
+            if expected_version is not None and settings_version(directory) != expected_version:
+                raise PreconditionFailed(directory_id)
             if "name" in checked:
                 holder = self._directory_id_by_name(checked["name"])
                 if holder is not None and holder != directory_id:

@@ -4,6 +4,7 @@ SCIM API until deleted) and the audit log."""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 import auth
 from app import create_app
 from store import DEFAULT_DIRECTORY
-from tests.test_pages import add_user, csrf_token, log_in, run_setup, setup_path
+from tests.test_pages import ADMIN_PASSWORD, add_user, csrf_token, log_in, run_setup, setup_path
 
 ADMIN = "admin@contoso.example"
 
@@ -34,8 +35,13 @@ def site(tmp_path, capsys):
 
 
 def post(client, path: str, **form):
-    """Send a form the way a browser does: with the CSRF token of the page it came from."""
-    return client.post(path, data={"csrf_token": csrf_token(client, path, "/account"), **form})
+    """Send a form the way a browser does: with the CSRF token of the page it came from, and
+    the version of what it shows (the directory form has one)."""
+    page = client.get(path).get_data(as_text=True)
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    shown = {"version": html.unescape(version.group(1))} if version else {}
+    token = csrf_token(client, path, "/account")
+    return client.post(path, data={"csrf_token": token, **shown, **form})
 
 
 def field_error(page: str) -> list[str]:
@@ -237,6 +243,29 @@ def test_editing_a_directory(site):
     post(site.admin, path, **form)  # an unticked checkbox is not sent: My Account off
     assert site.store.get_directory(directory["id"])["my_account"] is False
     assert site.store.list_audit(directory["id"])[0]["action"] == "directory.update"
+
+
+def test_a_directory_form_opened_before_another_save_is_refused_and_keeps_that_save(site):
+    directory = fabrikam(site)
+    path = f"/admin/directories/{directory['id']}"
+    first, second = site.admin, site.app.test_client()
+    token = csrf_token(second, f"/login?directory={site.default['id']}")
+    assert log_in(second, site.default, ADMIN, ADMIN_PASSWORD, token).status_code == 302
+    opened = first.get(path).text
+    version = html.unescape(re.search(r'name="version" value="([^"]+)"', opened).group(1))
+    form = {"name": "Fabrikam", "auth_method": "local"}
+    assert post(second, path, **form, description="Set by the second").status_code == 302
+
+    token = csrf_token(first, path)
+    stale = first.post(
+        path, data={**form, "csrf_token": token, "version": version, "description": "Old"}
+    )
+    assert stale.status_code == 400 and "since this page was opened" in stale.text
+    assert site.store.get_directory(directory["id"])["description"] == "Set by the second"
+    again = re.search(r'name="version" value="([^"]+)"', stale.text).group(1)
+    form |= {"csrf_token": token, "version": html.unescape(again), "description": "Old"}
+    assert first.post(path, data=form).status_code == 302  # seen the news, saved again
+    assert site.store.get_directory(directory["id"])["description"] == "Old"
 
 
 def test_an_administrator_cannot_switch_sign_in_off_for_their_own_directory(site):
