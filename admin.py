@@ -248,12 +248,19 @@ def delete_directory(directory_id: str) -> Any:
     directory = directory_or_404(directory_id)
     error = None
     if request.method == "POST":
+        shown = request.form.get("user_count", "")
         try:
-            deleted = store().delete_directory(directory_id, actor())
+            expected = int(shown) if shown.isdigit() else -1
+            deleted = store().delete_directory(directory_id, actor(), expected)
         except NotFoundError:
             abort(404)
         except InvalidValueError as refusal:
             error = f"Cannot delete: {str(refusal).partition(': ')[2]}."
+        except PreconditionFailed:
+            error = (
+                "The directory's users changed since this page was opened: nothing was "
+                "deleted. Check the number below, and delete again if you still mean it."
+            )
         else:
             users = "user" if deleted == 1 else "users"
             flash(f"Directory {directory['name']} deleted, with {deleted} {users}.")

@@ -1647,15 +1647,21 @@ class Store:
             updates[method] = settings or {}
         return self.update_directory(directory_id, updates, actor)
 
-    def delete_directory(self, directory_id: str, actor: str) -> int:
+    def delete_directory(
+        self, directory_id: str, actor: str, expected_users: int | None = None
+    ) -> int:
         """Delete a directory with its users, groups and keys; returns how many users went.
 
         Refused while it holds every administrator, so the pages keep someone who can
-        administer them (as :meth:`set_role` keeps the last one)."""
+        administer them (as :meth:`set_role` keeps the last one). With ``expected_users``
+        (the count a confirmation showed), a directory that has gained or lost users since is
+        refused with :class:`PreconditionFailed`: nobody confirmed deleting those."""
         with self._writing() as changes:
             if directory_id not in self._tables["directories"]:
                 raise NotFoundError(directory_id)
             user_ids = list(self._users.by_directory.get(directory_id, {}))
+            if expected_users is not None and len(user_ids) != expected_users:
+                raise PreconditionFailed(directory_id)
             if self._users.administrators and self._users.administrators <= set(user_ids):
                 raise InvalidValueError(
                     "directory: it holds every administrator; make someone in another "

@@ -35,11 +35,11 @@ def site(tmp_path, capsys):
 
 
 def post(client, path: str, **form):
-    """Send a form the way a browser does: with the CSRF token of the page it came from, and
-    the version of what it shows (the directory form has one)."""
+    """Send a form the way a browser does: with the hidden fields of the page it came from
+    (the CSRF token, what the page showed), or the CSRF token of another page."""
     page = client.get(path).get_data(as_text=True)
-    version = re.search(r'name="version" value="([^"]+)"', page)
-    shown = {"version": html.unescape(version.group(1))} if version else {}
+    hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    shown = {name: html.unescape(value) for name, value in hidden}
     token = csrf_token(client, path, "/account")
     return client.post(path, data={"csrf_token": token, **shown, **form})
 
@@ -300,6 +300,21 @@ def test_deleting_a_directory_names_its_user_count_and_takes_its_users(site):
     assert site.app.test_client().get("/v2/Users", headers=headers).status_code == 401
     entry = site.store.list_audit()[0]
     assert (entry["actor"], entry["action"]) == (ADMIN, "directory.delete")
+
+
+def test_a_delete_confirmed_before_users_were_added_deletes_nothing(site):
+    directory = fabrikam(site, users=1)
+    path = f"/admin/directories/{directory['id']}/delete"
+    token = csrf_token(site.admin, path)
+    assert 'name="user_count" value="1"' in site.admin.get(path).text
+    add_user(site.store, directory, "late@fabrikam.example", password=None)
+
+    stale = site.admin.post(path, data={"csrf_token": token, "user_count": "1"})
+    assert stale.status_code == 400 and "changed since this page was opened" in stale.text
+    assert site.store.count_users(directory["id"]) == 2
+    assert "Delete Fabrikam and 2 users" in stale.text
+    assert post(site.admin, path).status_code == 302  # confirmed again, with 2
+    assert site.store.get_directory(directory["id"]) is None
 
 
 def test_the_directory_holding_every_administrator_cannot_be_deleted(site):
