@@ -30,6 +30,7 @@ import re
 import tempfile
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -871,6 +872,17 @@ def _apply_to_layout(tables: dict[str, dict[str, dict]], changes: list) -> None:
             tables[table][doc_key] = document
 
 
+# Unicode categories: control characters, and for a name also the invisible ones (format
+# characters such as a zero-width space, line and paragraph separators). Not str.isprintable,
+# which also refuses a no-break space, common in pasted text.
+INVISIBLE_IN_TEXT = ("Cc",)
+INVISIBLE_IN_NAMES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def _invisible_characters(text: str, categories: tuple[str, ...] = INVISIBLE_IN_TEXT) -> bool:
+    return any(unicodedata.category(char) in categories for char in text)
+
+
 def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
     """The settings a directory may change, each checked against its rule."""
     settable = {"name", "description", "auth_method", "my_account", *SIGN_IN_FIELDS}
@@ -882,14 +894,14 @@ def _checked_directory_updates(updates: dict[str, Any]) -> dict[str, Any]:
         name = checked["name"]
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= DIRECTORY_NAME_MAX:
             raise InvalidValueError(f"name: 1 to {DIRECTORY_NAME_MAX} characters")
-        if not name.strip().isprintable():  # the login page's list, the CLI's, the logs
+        if _invisible_characters(name, INVISIBLE_IN_NAMES):  # the login page's list, the CLI's
             raise InvalidValueError("name: no line breaks, tabs or other non-printing characters")
         checked["name"] = name.strip()
     description = checked.get("description", "")
     if not isinstance(description, str) or len(description) > DIRECTORY_DESCRIPTION_MAX:
         raise InvalidValueError(f"description: at most {DIRECTORY_DESCRIPTION_MAX} characters")
-    if not description.replace("\n", "").replace("\r", "").replace("\t", "").isprintable():
-        raise InvalidValueError("description: no control or other non-printing characters")
+    if _invisible_characters(description.replace("\n", "").replace("\r", "").replace("\t", "")):
+        raise InvalidValueError("description: no control characters")
     if "auth_method" in checked and checked["auth_method"] not in AUTH_METHODS:
         raise InvalidValueError(f"auth_method: one of {', '.join(AUTH_METHODS)}")
     if "my_account" in checked and not isinstance(checked["my_account"], bool):
