@@ -7,12 +7,14 @@ the rules are the store's, and each broken rule is shown next to its field.
 
 A new key's access token is rendered once, in the response to the POST that made it, with
 ``Cache-Control: no-store``; it is never stored, put in the session or redirected through, so
-no later request can show it again.
+no later request can show it again. So a reload of that response would send the form again:
+each form names itself (``form_id``), and one already sent creates no second key.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any
 
 from flask import (
@@ -24,6 +26,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from werkzeug.datastructures import MultiDict
@@ -285,12 +288,21 @@ def keys(directory_id: str) -> Any:
     return keys_page(directory_or_404(directory_id))
 
 
+SENT_KEY_FORMS = "sent_key_forms"  # in the session: the last form_ids that created a key
+SENT_KEY_FORMS_KEPT = 20
+SENT_AGAIN = (
+    "This form was sent before, and its key created then; a reload sends it again. The key's "
+    "token was shown that once: if it was not copied, delete the key and create a new one."
+)
+
+
 def keys_page(
     directory: dict,
     created: dict | None = None,
     token: str | None = None,
     name: str = "",
     problem: str | None = None,
+    notice: str | None = None,
 ) -> Any:
     page = render_template(
         "admin/keys.html",
@@ -301,11 +313,13 @@ def keys_page(
         tenant_url=scim.base_url(),
         name=name,
         problem=problem,
+        notice=notice,
+        form_id=secrets.token_urlsafe(12),
         name_max=KEY_NAME_MAX,
     )
     if token:  # the only response that ever carries the token: no cache may keep it
         return page, 200, {"Cache-Control": "no-store"}
-    return page, 400 if problem else 200
+    return page, 400 if problem or notice else 200
 
 
 @bp.post("/directories/<directory_id>/keys")
@@ -315,12 +329,18 @@ def create_key(directory_id: str) -> Any:
     it, both to paste into Entra's provisioning settings)."""
     directory = directory_or_404(directory_id)
     name = request.form.get("name", "").strip()
+    form_id = request.form.get("form_id", "")
+    sent = session.get(SENT_KEY_FORMS, [])
+    if form_id and form_id in sent:
+        return keys_page(directory, notice=SENT_AGAIN)
     try:
         key, token = auth.create_directory_key(store(), directory_id, name, actor())
     except InvalidValueError as error:
         return keys_page(directory, name=name, problem=labelled({"name": str(error)})["name"])
     except NotFoundError:
         abort(404)
+    if form_id:
+        session[SENT_KEY_FORMS] = [*sent, form_id][-SENT_KEY_FORMS_KEPT:]
     return keys_page(directory, created=key, token=token)
 
 

@@ -63,6 +63,18 @@ def create_key(site, directory: dict, name: str = "Microsoft integration key") -
     return response, token
 
 
+def test_reloading_the_page_that_shows_a_new_token_creates_no_second_key(site):
+    path = f"/admin/directories/{site.default['id']}/keys"
+    page = site.admin.get(path).text
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
+    form = {**hidden, "name": "Entra key"}
+    assert site.admin.post(path, data=form).status_code == 200  # the token, once
+    reloaded = site.admin.post(path, data=form)  # the browser sends the same form again
+    assert reloaded.status_code == 400 and "This form was sent before" in reloaded.text
+    assert 'id="access-token"' not in reloaded.text
+    assert [k["name"] for k in site.store.list_keys(site.default["id"])] == ["Entra key"]
+
+
 # -- permissions --------------------------------------------------------------------------------
 
 PAGES = [
