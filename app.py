@@ -531,13 +531,25 @@ def delete_key_command(key_id: str) -> None:
 @click.option("--description", default="", help="Up to 250 characters.")
 def create_directory_command(name: str, description: str) -> None:
     """Create a directory."""
-    if not 1 <= len(name) <= 100 or len(description) > 250:
-        raise click.ClickException("name must be 1-100 characters, description at most 250")
     try:
         directory = cli_store(writes=True).create_directory(name, description, actor=CLI_ACTOR)
-    except UniquenessError as error:
+    except (UniquenessError, InvalidValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Directory {directory['name']} created ({directory['id']}).")
+
+
+@directory_cli.command("local-sign-in")
+@click.argument("name")
+def local_sign_in_command(name: str) -> None:
+    """Switch a directory to local accounts: the way back in when its Microsoft or OpenID
+    Connect settings keep every administrator out. Its provider settings are kept."""
+    store = cli_store(writes=True)
+    directory = directory_named(store, name)
+    store.set_sign_in(directory["id"], "local", None, CLI_ACTOR)
+    click.echo(
+        f"Directory {directory['name']} now signs in with local accounts: its users with a "
+        "password sign in with it on the login page."
+    )
 
 
 @directory_cli.command("list")

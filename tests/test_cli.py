@@ -70,6 +70,28 @@ def test_directories_are_created_and_listed(tmp_path):
     assert duplicate.returncode != 0 and "already exists" in duplicate.stderr
 
 
+def test_a_directory_name_with_a_control_character_is_refused(tmp_path):
+    result = run_cli(tmp_path / "data", "directory", "create", "a\x07b")
+    assert result.returncode != 0 and "non-printing characters" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_local_sign_in_is_the_way_back_in_after_a_broken_provider_setting(tmp_path):
+    data_dir = tmp_path / "data"
+    with app_on(data_dir) as app:
+        store = app.application.extensions["roster.store"]
+        default = store.find_directory_by_name("Default")
+        settings = {"configuration_url": "http://127.0.0.1:1/none", "client_id": "c"}
+        store.set_sign_in(default["id"], "oidc", {**settings, "client_secret": "x"}, "test")
+    result = run_cli(data_dir, "directory", "local-sign-in", "default")
+    assert result.returncode == 0, result.stderr
+    with app_on(data_dir) as app:
+        store = app.application.extensions["roster.store"]
+        directory = store.find_directory_by_name("Default")
+    assert directory["auth_method"] == "local"
+    assert directory["oidc"]["configuration_url"] == settings["configuration_url"]  # kept
+
+
 def test_a_key_for_an_unknown_directory_is_refused(tmp_path):
     result = run_cli(tmp_path / "data", "key", "create", "--directory", "Nope", "--name", "k")
     assert result.returncode != 0
